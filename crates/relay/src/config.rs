@@ -1,0 +1,323 @@
+//! Command-line flags and the optional config file, validated into a typed [`Config`].
+//!
+//! Every setting is a flag; a TOML file given with `--config` may set the same settings under
+//! the same names (with dashes). Flags win over the file, and the file wins over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chinwag_proto::{DEFAULT_PORT, MAX_NAME_CHARS};
+use clap::Parser;
+use serde::Deserialize;
+
+/// The relay's flags, as typed by a person. Every field is optional so that the config file
+/// and the defaults can fill what the command line leaves out.
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(name = "chinwag-relay", version, about = "The Chinwag relay: rooms, presence and media fan-out.")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// Address and port to listen on [default: 0.0.0.0:7300].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// A TOML file with any of these settings (names as the flags, without the dashes in front).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM); with --tls-key, serves wss:// and https://.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most participants in one room [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_participants: Option<usize>,
+
+    /// Most open connections, joined or not [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest WebSocket message in bytes; a larger one closes the connection with 1009
+    /// [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Seconds a new connection has to finish its handshake and send `join` [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub join_timeout: Option<f64>,
+
+    /// Seconds without any message from a client before it is closed [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+
+    /// Seconds between WebSocket pings the relay sends to keep idle clients alive [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub ping_interval: Option<f64>,
+
+    /// Longest display name, in characters (at most 64) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_name_chars: Option<usize>,
+
+    /// Messages per second one connection may send, sustained; twice this in a burst
+    /// [default: 400].
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_sec: Option<u32>,
+
+    /// Bytes per second one connection may send, sustained; twice this in a burst
+    /// [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes_per_sec: Option<u64>,
+
+    /// Bytes of audio and control queued for one receiver before it counts as too slow and
+    /// is disconnected [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    pub receiver_audio_bytes: Option<usize>,
+
+    /// Bytes of video queued for one receiver; video beyond it is dropped [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub receiver_video_bytes: Option<usize>,
+
+    /// Milliseconds the oldest queued audio frame for a receiver may wait before the receiver
+    /// counts as too slow and is disconnected [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub receiver_max_delay_ms: Option<u64>,
+}
+
+/// The relay's settings, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub max_participants: usize,
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    pub join_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub ping_interval: Duration,
+    pub max_name_chars: usize,
+    pub max_messages_per_sec: u32,
+    pub max_bytes_per_sec: u64,
+    pub receiver_audio_bytes: usize,
+    pub receiver_video_bytes: usize,
+    pub receiver_max_delay: Duration,
+}
+
+/// Where the TLS certificate chain and key are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("--{flag} {reason}")]
+    Invalid { flag: &'static str, reason: String },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            tls: None,
+            max_participants: 16,
+            max_connections: 1000,
+            max_message_bytes: 1 << 20,
+            join_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(10),
+            max_name_chars: MAX_NAME_CHARS,
+            max_messages_per_sec: 400,
+            max_bytes_per_sec: 8 << 20,
+            receiver_audio_bytes: 256 << 10,
+            receiver_video_bytes: 4 << 20,
+            receiver_max_delay: Duration::from_millis(1000),
+        }
+    }
+}
+
+impl Args {
+    /// Reads the config file named by `--config`, if any, and lets the flags override it.
+    pub fn with_config_file(self) -> Result<Args, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = Args::from_file(&path)?;
+        Ok(self.or(file))
+    }
+
+    fn from_file(path: &Path) -> Result<Args, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::ParseFile { path: path.to_owned(), source })
+    }
+
+    /// Each setting from `self` where given, else from `other`.
+    fn or(self, other: Args) -> Args {
+        Args {
+            listen: self.listen.or(other.listen),
+            config: self.config,
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            max_participants: self.max_participants.or(other.max_participants),
+            max_connections: self.max_connections.or(other.max_connections),
+            max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            join_timeout: self.join_timeout.or(other.join_timeout),
+            idle_timeout: self.idle_timeout.or(other.idle_timeout),
+            ping_interval: self.ping_interval.or(other.ping_interval),
+            max_name_chars: self.max_name_chars.or(other.max_name_chars),
+            max_messages_per_sec: self.max_messages_per_sec.or(other.max_messages_per_sec),
+            max_bytes_per_sec: self.max_bytes_per_sec.or(other.max_bytes_per_sec),
+            receiver_audio_bytes: self.receiver_audio_bytes.or(other.receiver_audio_bytes),
+            receiver_video_bytes: self.receiver_video_bytes.or(other.receiver_video_bytes),
+            receiver_max_delay_ms: self.receiver_max_delay_ms.or(other.receiver_max_delay_ms),
+        }
+    }
+
+    /// Fills defaults and checks every value.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("tls-cert", "and --tls-key must be given together")),
+        };
+        let config = Config {
+            listen: self.listen.unwrap_or(defaults.listen),
+            tls,
+            max_participants: at_least("max-participants", self.max_participants, 2, defaults.max_participants)?,
+            max_connections: at_least("max-connections", self.max_connections, 1, defaults.max_connections)?,
+            max_message_bytes: at_least(
+                "max-message-bytes",
+                self.max_message_bytes,
+                1024,
+                defaults.max_message_bytes,
+            )?,
+            join_timeout: seconds("join-timeout", self.join_timeout, defaults.join_timeout)?,
+            idle_timeout: seconds("idle-timeout", self.idle_timeout, defaults.idle_timeout)?,
+            ping_interval: seconds("ping-interval", self.ping_interval, defaults.ping_interval)?,
+            max_name_chars: at_least("max-name-chars", self.max_name_chars, 1, defaults.max_name_chars)?,
+            max_messages_per_sec: at_least(
+                "max-messages-per-sec",
+                self.max_messages_per_sec,
+                1,
+                defaults.max_messages_per_sec,
+            )?,
+            max_bytes_per_sec: at_least(
+                "max-bytes-per-sec",
+                self.max_bytes_per_sec,
+                1024,
+                defaults.max_bytes_per_sec,
+            )?,
+            receiver_audio_bytes: at_least(
+                "receiver-audio-bytes",
+                self.receiver_audio_bytes,
+                4096,
+                defaults.receiver_audio_bytes,
+            )?,
+            receiver_video_bytes: at_least(
+                "receiver-video-bytes",
+                self.receiver_video_bytes,
+                0,
+                defaults.receiver_video_bytes,
+            )?,
+            receiver_max_delay: Duration::from_millis(at_least(
+                "receiver-max-delay-ms",
+                self.receiver_max_delay_ms,
+                10,
+                defaults.receiver_max_delay.as_millis() as u64,
+            )?),
+        };
+        if config.max_name_chars > MAX_NAME_CHARS {
+            return Err(invalid("max-name-chars", format!("must be at most {MAX_NAME_CHARS}")));
+        }
+        if config.ping_interval >= config.idle_timeout {
+            return Err(invalid("ping-interval", "must be shorter than --idle-timeout"));
+        }
+        Ok(config)
+    }
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { flag, reason: reason.into() }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    flag: &'static str,
+    value: Option<T>,
+    minimum: T,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(value) if value < minimum => Err(invalid(flag, format!("must be at least {minimum}, not {value}"))),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    }
+}
+
+fn seconds(flag: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        Some(secs) => Err(invalid(flag, format!("must be a number of seconds above 0 and at most a day, not {secs}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_flags() {
+        let config = Args::parse_from(["chinwag-relay"]).into_config().unwrap();
+        assert_eq!(config.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.max_participants, 16);
+        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(config.join_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("chinwag-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-participants = 4\njoin-timeout = 2.5\n").unwrap();
+        let args = Args::parse_from(["chinwag-relay", "--config", path.to_str().unwrap(), "--max-participants", "8"]);
+        let config = args.with_config_file().unwrap().into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.max_participants, 8);
+        assert_eq!(config.join_timeout, Duration::from_millis(2500));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let error = Args::parse_from(["chinwag-relay", "--join-timeout=-1"]).into_config().unwrap_err();
+        assert!(error.to_string().starts_with("--join-timeout must be"), "{error}");
+        let error = Args::parse_from(["chinwag-relay", "--max-participants", "1"]).into_config().unwrap_err();
+        assert_eq!(error.to_string(), "--max-participants must be at least 2, not 1");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        assert!(toml::from_str::<Args>("max-partcipants = 3").is_err());
+    }
+}

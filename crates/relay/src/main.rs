@@ -1,0 +1,54 @@
+//! `chinwag-relay`: parse the flags, bind, say where, serve until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use chinwag_relay::config::Args;
+use chinwag_relay::Relay;
+use clap::Parser as _;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "chinwag_relay=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Args::parse().with_config_file()?.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("relay")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let relay = Relay::bind(config).await?;
+        // Scripts and tests read this exact line to find the port.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "chinwag-relay listening on {}", relay.url())?;
+        stdout.flush()?;
+        drop(stdout);
+        relay.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

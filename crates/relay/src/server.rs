@@ -1,0 +1,745 @@
+//! The tokio shell around the relay's cores: it accepts connections, speaks HTTP and
+//! WebSocket, reads the clock, and moves frames between sockets and [`OutQueue`]s. Decisions
+//! are made by the cores ([`Rooms`], [`OutQueue`], [`RateLimiter`]); this module only carries
+//! them out.
+//!
+//! Each connection runs in one task with two halves joined by a `select!`: the reader handles
+//! what the client sends and pushes media straight into the other members' queues; the writer
+//! drains this connection's own queue onto its socket. Nothing one connection does waits on
+//! another connection's socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chinwag_proto::{
+    ClientMessage, ErrorCode, MediaKind, ParticipantId, ProtoError, ServerMessage, Welcome, close_code,
+    parse_client_message, rewrite_sender_id, validate_name, validate_password, validate_room,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, TlsFiles};
+use crate::http::{self, Prefixed, Route};
+use crate::limiter::RateLimiter;
+use crate::metrics::{DropReason, Gauges, Metrics};
+use crate::queue::{OutQueue, Outgoing, Pushed, QueueLimits};
+use crate::rooms::{JoinRefusal, Rooms};
+
+/// How many queued items the writer takes per lock of its queue.
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection may take to deliver its last error and close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long the relay waits for connections to close on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A small read buffer keeps idle connections cheap; tungstenite's default is 128 KiB.
+const READ_BUFFER_BYTES: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read TLS file {path}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("TLS certificate and key in {cert} and {key} do not work together")]
+    TlsConfig {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// A bound relay, ready to [`run`](Relay::run).
+pub struct Relay {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    hub: Arc<Hub>,
+}
+
+impl Relay {
+    /// Opens the listening socket and loads the TLS files, so that every configuration error
+    /// shows before the relay says it is listening.
+    pub async fn bind(config: Config) -> Result<Relay, RelayError> {
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        Ok(Relay { listener, local_addr, tls, hub: Arc::new(Hub::new(config)) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address clients dial: `ws://ADDR` or, under TLS, `wss://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Serves until `shutdown` completes, then tells every client the relay is shutting down
+    /// and waits briefly for them to go.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer_addr)) => self.spawn_connection(tcp, peer_addr, stop_rx.clone()),
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        info!(connections = self.hub.metrics.open_connections(), "shutting down");
+        let _ = stop_tx.send(true);
+        drop(self.listener);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.hub.metrics.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn spawn_connection(&self, tcp: TcpStream, peer_addr: SocketAddr, stop: watch::Receiver<bool>) {
+        let hub = Arc::clone(&self.hub);
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(%peer_addr, %error, "cannot set TCP_NODELAY");
+        }
+        if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
+            hub.metrics.error_sent(ErrorCode::ServerFull);
+            tokio::spawn(async move {
+                let mut tcp = tcp;
+                let body = "the relay has as many connections as it allows; try again later\n";
+                let _ = tokio::time::timeout(
+                    CLOSE_GRACE,
+                    http::respond(&mut tcp, "503 Service Unavailable", "text/plain", body),
+                )
+                .await;
+            });
+            return;
+        }
+        hub.metrics.connection_opened();
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            let _guard = OpenConnection(Arc::clone(&hub));
+            match tls {
+                None => serve(tcp, hub, stop).await,
+                Some(acceptor) => {
+                    let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
+                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve(tls, hub, stop).await,
+                        Ok(Err(error)) => debug!(%peer_addr, %error, "TLS handshake failed"),
+                        Err(_) => debug!(%peer_addr, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RelayError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| RelayError::TlsFile { path: files.cert.clone(), source })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|source| RelayError::TlsFile { path: files.key.clone(), source })?;
+    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(
+        |source| RelayError::TlsConfig { cert: files.cert.clone(), key: files.key.clone(), source },
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Arc<Hub>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connection_closed();
+    }
+}
+
+/// What all connections share.
+struct Hub {
+    config: Config,
+    epoch: Instant,
+    metrics: Metrics,
+    state: Mutex<HubState>,
+}
+
+struct HubState {
+    rooms: Rooms,
+    links: HashMap<ParticipantId, Arc<Link>>,
+    fanouts: HashMap<String, Arc<Fanout>>,
+}
+
+/// The members of one room, as the reader of each member sees them when it forwards media.
+/// Rebuilt on every join and leave, read on every frame.
+#[derive(Default)]
+struct Fanout {
+    members: RwLock<Arc<[Arc<Link>]>>,
+}
+
+/// One joined participant's way out: its queue, and the signal that wakes its writer.
+struct Link {
+    id: ParticipantId,
+    state: Mutex<LinkState>,
+    wake: Notify,
+}
+
+struct LinkState {
+    queue: OutQueue,
+    /// Set once: why the connection is to close, sent to the client before the close frame.
+    closing: Option<Closing>,
+}
+
+#[derive(Debug, Clone)]
+struct Closing {
+    code: ErrorCode,
+    message: String,
+}
+
+/// Locks a mutex, carrying on with the data if a panic elsewhere poisoned it: every critical
+/// section here leaves the data consistent at each step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    fn new(config: Config) -> Self {
+        Self {
+            state: Mutex::new(HubState {
+                rooms: Rooms::new(config.max_participants),
+                links: HashMap::new(),
+                fanouts: HashMap::new(),
+            }),
+            config,
+            epoch: Instant::now(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The relay clock: microseconds since the relay started.
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            audio_bytes: self.config.receiver_audio_bytes,
+            video_bytes: self.config.receiver_video_bytes,
+            max_delay: self.config.receiver_max_delay,
+        }
+    }
+
+    fn join(&self, room: &str, name: &str, password: Option<&str>) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        let mut state = lock(&self.state);
+        let joined = state.rooms.handle_join(room, name, password).map_err(|refusal| match refusal {
+            JoinRefusal::WrongPassword => Closing {
+                code: ErrorCode::WrongPassword,
+                message: format!("room \"{room}\" has a password and the one given does not match"),
+            },
+            JoinRefusal::RoomFull { max } => Closing {
+                code: ErrorCode::RoomFull,
+                message: format!("room \"{room}\" is full ({max} participants); try again later or pick another room"),
+            },
+        })?;
+        let link = Arc::new(Link {
+            id: joined.id,
+            state: Mutex::new(LinkState { queue: OutQueue::new(self.queue_limits()), closing: None }),
+            wake: Notify::new(),
+        });
+        let welcome = ServerMessage::Welcome(Welcome {
+            id: joined.id,
+            room: room.to_owned(),
+            peers: joined.others.clone(),
+            server_time_us: self.now_us(),
+        });
+        link.push_control(&welcome, self);
+        let announcement = ServerMessage::PeerJoined { peer: joined.peer };
+        for other in &joined.others {
+            if let Some(other) = state.links.get(&other.id) {
+                other.push_control(&announcement, self);
+            }
+        }
+        state.links.insert(joined.id, Arc::clone(&link));
+        let fanout = Arc::clone(state.fanouts.entry(room.to_owned()).or_default());
+        let members = state.rooms.members(room).filter_map(|peer| state.links.get(&peer.id).cloned()).collect();
+        *fanout.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        Ok((link, fanout))
+    }
+
+    fn leave(&self, id: ParticipantId) {
+        let mut state = lock(&self.state);
+        state.links.remove(&id);
+        let Some(left) = state.rooms.handle_leave(id) else { return };
+        let announcement = ServerMessage::PeerLeft { id };
+        let members: Arc<[Arc<Link>]> =
+            left.others.iter().filter_map(|other| state.links.get(other).cloned()).collect();
+        for other in members.iter() {
+            other.push_control(&announcement, self);
+        }
+        if members.is_empty() {
+            state.fanouts.remove(&left.room);
+        } else if let Some(fanout) = state.fanouts.get(&left.room) {
+            *fanout.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        }
+        info!(room = %left.room, id = %id, name = %left.peer.name, "left");
+    }
+
+    fn set_state(&self, id: ParticipantId, update: chinwag_proto::StateUpdate) {
+        let mut state = lock(&self.state);
+        let Some((peer_state, others)) = state.rooms.handle_state(id, update) else { return };
+        let announcement = ServerMessage::PeerState(peer_state);
+        for other in others {
+            if let Some(other) = state.links.get(&other) {
+                other.push_control(&announcement, self);
+            }
+        }
+    }
+
+    fn gauges(&self) -> Gauges {
+        let state = lock(&self.state);
+        let mut gauges = Gauges {
+            rooms: state.rooms.room_count(),
+            participants: state.rooms.participant_count(),
+            ..Gauges::default()
+        };
+        for link in state.links.values() {
+            let link_state = lock(&link.state);
+            let (audio, video) = link_state.queue.queued_frames();
+            let bytes = link_state.queue.queued_bytes();
+            gauges.queued_audio_frames += audio;
+            gauges.queued_video_frames += video;
+            gauges.queued_bytes += bytes;
+            gauges.largest_queue_bytes = gauges.largest_queue_bytes.max(bytes);
+        }
+        gauges
+    }
+}
+
+impl Link {
+    fn push_control(&self, message: &ServerMessage, hub: &Hub) {
+        let mut state = lock(&self.state);
+        if state.closing.is_some() {
+            return;
+        }
+        if state.queue.push_control(message.to_json()) == Pushed::TooSlow {
+            Self::close_locked(&mut state, hub, too_slow());
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    fn push_media(&self, now: Instant, kind: MediaKind, sender: ParticipantId, frame: Bytes, hub: &Hub) {
+        let mut state = lock(&self.state);
+        if state.closing.is_some() {
+            return;
+        }
+        let pushed = match kind {
+            MediaKind::Audio => state.queue.push_audio(now, frame),
+            MediaKind::Video => state.queue.push_video(sender, frame),
+        };
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::ReplacedOlderVideo => hub.metrics.dropped(DropReason::VideoSuperseded, 1),
+            Pushed::DroppedVideoFull => {
+                hub.metrics.dropped(DropReason::VideoQueueFull, 1);
+                return;
+            }
+            Pushed::TooSlow => {
+                hub.metrics.dropped(DropReason::ReceiverTooSlow, 1);
+                Self::close_locked(&mut state, hub, too_slow());
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Asks the writer to send `closing` as an error and close, dropping whatever is queued.
+    fn close(&self, hub: &Hub, closing: Closing) {
+        Self::close_locked(&mut lock(&self.state), hub, closing);
+        self.wake.notify_one();
+    }
+
+    fn close_locked(state: &mut LinkState, hub: &Hub, closing: Closing) {
+        if state.closing.is_none() {
+            let reason = match closing.code {
+                ErrorCode::TooSlow => DropReason::ReceiverTooSlow,
+                _ => DropReason::ReceiverClosed,
+            };
+            hub.metrics.dropped(reason, state.queue.clear());
+            state.closing = Some(closing);
+        }
+    }
+
+    /// Moves up to [`WRITE_BATCH`] items into `batch`; returns why to close, once it is time.
+    fn take_batch(&self, batch: &mut Vec<Outgoing>) -> Option<Closing> {
+        let mut state = lock(&self.state);
+        while batch.len() < WRITE_BATCH {
+            let Some(out) = state.queue.poll_transmit() else { break };
+            batch.push(out);
+        }
+        state.closing.clone()
+    }
+}
+
+fn too_slow() -> Closing {
+    Closing {
+        code: ErrorCode::TooSlow,
+        message: "your connection did not keep up with the call; check your network and rejoin".into(),
+    }
+}
+
+fn ws_config(hub: &Hub) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(hub.config.max_message_bytes * 2 + (64 << 10))
+        .max_message_size(Some(hub.config.max_message_bytes))
+        .max_frame_size(Some(hub.config.max_message_bytes))
+}
+
+/// One connection from its first byte to its last.
+async fn serve<S>(stream: S, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
+    let handshake = async {
+        let mut stream = stream;
+        let (route, head) = http::read_head(&mut stream).await.ok()?;
+        match route {
+            Route::WebSocket => {}
+            Route::Health => {
+                let _ = http::respond(&mut stream, "200 OK", "text/plain", "ok\n").await;
+                return None;
+            }
+            Route::Metrics => {
+                let body = hub.metrics.render(&hub.gauges());
+                let _ = http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await;
+                return None;
+            }
+            Route::NotFound => {
+                let body = "not found: Chinwag clients connect to /v1; also /healthz and /metrics\n";
+                let _ = http::respond(&mut stream, "404 Not Found", "text/plain", body).await;
+                return None;
+            }
+            Route::BadRequest => {
+                let _ = http::respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await;
+                return None;
+            }
+        }
+        let ws = tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
+            .await
+            .ok()?;
+        Some(wait_for_join(ws, &hub).await)
+    };
+    let joined = tokio::select! {
+        result = tokio::time::timeout_at(deadline, handshake) => match result {
+            Ok(Some(Some(joined))) => joined,
+            Ok(_) => return,
+            Err(_) => {
+                // Too slow to get this far; a client still in the HTTP or TLS handshake cannot
+                // be sent an error, one that has upgraded was sent one by `wait_for_join`.
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
+    run_call(joined, hub, stop).await;
+}
+
+struct JoinedConnection<S> {
+    ws: WebSocketStream<S>,
+    link: Arc<Link>,
+    fanout: Arc<Fanout>,
+}
+
+/// Waits for a valid `join`; on anything else, sends an error and closes. `None` when the
+/// connection ended without joining.
+async fn wait_for_join<S>(mut ws: WebSocketStream<S>, hub: &Hub) -> Option<JoinedConnection<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = hub.config.join_timeout;
+    let first = loop {
+        match tokio::time::timeout(timeout, ws.next()).await {
+            Err(_) => {
+                let message = format!("no join message within {} s of connecting", timeout.as_secs_f64());
+                refuse(&mut ws, hub, ErrorCode::Timeout, message).await;
+                return None;
+            }
+            Ok(None) | Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed))) => return None,
+            Ok(Some(Err(WsError::Capacity(_)))) => {
+                refuse(&mut ws, hub, ErrorCode::TooLarge, too_large_message(hub)).await;
+                return None;
+            }
+            Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(_))) => {
+                refuse(&mut ws, hub, ErrorCode::BadRequest, "the first message must be a join".into()).await;
+                return None;
+            }
+        }
+    };
+    let join = match parse_client_message(&first) {
+        Ok(ClientMessage::Join(join)) => join,
+        Ok(_) => {
+            refuse(&mut ws, hub, ErrorCode::BadRequest, "the first message must be a join".into()).await;
+            return None;
+        }
+        Err(ProtoError::UnsupportedVersion(version)) => {
+            let message = format!(
+                "this relay speaks protocol version {}, the client version {version}; update the client or the relay",
+                chinwag_proto::PROTOCOL_VERSION
+            );
+            refuse(&mut ws, hub, ErrorCode::UnsupportedVersion, message).await;
+            return None;
+        }
+        Err(error) => {
+            refuse(&mut ws, hub, ErrorCode::BadRequest, format!("the join message was not understood: {error}")).await;
+            return None;
+        }
+    };
+    let checked = validate_room(&join.room, chinwag_proto::MAX_ROOM_CHARS)
+        .and_then(|()| validate_name(&join.name, hub.config.max_name_chars))
+        .and_then(|()| validate_password(join.password.as_deref()));
+    if let Err(error) = checked {
+        let message = match error {
+            ProtoError::Invalid { field: "name", reason: "too long" } => {
+                format!("invalid name: longer than {} characters", hub.config.max_name_chars)
+            }
+            other => other.to_string(),
+        };
+        refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
+        return None;
+    }
+    match hub.join(&join.room, &join.name, join.password.as_deref()) {
+        Ok((link, fanout)) => {
+            info!(room = %join.room, id = %link.id, name = %join.name, "joined");
+            Some(JoinedConnection { ws, link, fanout })
+        }
+        Err(closing) => {
+            refuse(&mut ws, hub, closing.code, closing.message).await;
+            None
+        }
+    }
+}
+
+fn too_large_message(hub: &Hub) -> String {
+    format!("a message was larger than this relay's limit of {} bytes", hub.config.max_message_bytes)
+}
+
+/// The close code that goes with an error code.
+fn close_code_for(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::TooLarge => close_code::MESSAGE_TOO_BIG,
+        ErrorCode::ShuttingDown => close_code::GOING_AWAY,
+        ErrorCode::RoomFull | ErrorCode::ServerFull => close_code::TRY_AGAIN_LATER,
+        _ => close_code::POLICY_VIOLATION,
+    }
+}
+
+/// Sends an error and a close frame before the connection has a writer of its own.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, hub: &Hub, code: ErrorCode, message: String) {
+    hub.metrics.error_sent(code);
+    let goodbye = async {
+        ws.feed(Message::text(ServerMessage::error(code, message).to_json())).await?;
+        ws.feed(Message::Close(Some(close_frame(code)))).await?;
+        ws.flush().await
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+}
+
+fn close_frame(code: ErrorCode) -> CloseFrame {
+    CloseFrame { code: close_code_for(code).into(), reason: Utf8Bytes::from_static(code.as_str()) }
+}
+
+/// A joined connection: read and write until either side ends, then leave the room.
+async fn run_call<S>(joined: JoinedConnection<S>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let JoinedConnection { ws, link, fanout } = joined;
+    let (sink, stream) = ws.split();
+    let reader = read_loop(stream, &link, &fanout, &hub);
+    let writer = write_loop(sink, &link, &hub);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        ending = &mut reader => {
+            if let Some(closing) = ending {
+                link.close(&hub, closing);
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
+        }
+        () = &mut writer => {}
+        _ = stop.changed() => {
+            let closing = Closing { code: ErrorCode::ShuttingDown, message: "the relay is shutting down; rejoin in a moment".into() };
+            link.close(&hub, closing);
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
+    }
+    hub.leave(link.id);
+}
+
+/// Handles what a joined client sends. Returns why the connection should close with an
+/// error, or `None` when the client went away.
+async fn read_loop<S>(
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    link: &Link,
+    fanout: &Fanout,
+    hub: &Hub,
+) -> Option<Closing>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut limiter = RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
+    loop {
+        let message = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
+            Err(_) => {
+                let message = format!("nothing heard from you for {} s", hub.config.idle_timeout.as_secs_f64());
+                return Some(Closing { code: ErrorCode::Timeout, message });
+            }
+            Ok(None) => return None,
+            Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders)))) => {
+                return Some(Closing { code: ErrorCode::TooLarge, message: too_large_message(hub) });
+            }
+            Ok(Some(Err(error))) => {
+                debug!(id = %link.id, %error, "connection ended");
+                return None;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let now = Instant::now();
+        if !limiter.handle_message(now, message.len()) {
+            let message = format!(
+                "you sent more than {} messages or {} bytes per second",
+                hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec
+            );
+            return Some(Closing { code: ErrorCode::RateLimited, message });
+        }
+        match message {
+            Message::Binary(frame) => forward_media(now, frame, link, fanout, hub),
+            Message::Text(text) => match parse_client_message(&text) {
+                Ok(ClientMessage::Ping { client_time_us }) => {
+                    link.push_control(&ServerMessage::Pong { client_time_us, server_time_us: hub.now_us() }, hub);
+                }
+                Ok(ClientMessage::State(update)) => hub.set_state(link.id, update),
+                Ok(ClientMessage::Join(_)) => {
+                    let message = "already joined: open another connection to join another room".into();
+                    return Some(Closing { code: ErrorCode::BadRequest, message });
+                }
+                Err(error) => {
+                    let message = format!("a control message was not understood: {error}");
+                    return Some(Closing { code: ErrorCode::BadRequest, message });
+                }
+            },
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// Stamps the real sender id on a frame and queues it for everyone else in the room.
+fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: &Hub) {
+    let mut frame = frame.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let header = match rewrite_sender_id(&mut frame, link.id) {
+        Ok(header) => header,
+        Err(error) => {
+            debug!(id = %link.id, %error, "dropped a media frame");
+            hub.metrics.dropped(DropReason::BadHeader, 1);
+            return;
+        }
+    };
+    hub.metrics.received(header.kind, frame.len());
+    let frame = frame.freeze();
+    let members = Arc::clone(&fanout.members.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for member in members.iter().filter(|member| member.id != link.id) {
+        member.push_media(now, header.kind, link.id, frame.clone(), hub);
+    }
+}
+
+/// Drains this connection's queue onto its socket, pinging when there is nothing to send.
+/// Ends when the socket fails or after sending the closing error and close frame.
+async fn write_loop<S>(mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>, link: &Link, hub: &Hub)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut next_ping = tokio::time::Instant::now() + hub.config.ping_interval;
+    loop {
+        let closing = link.take_batch(&mut batch);
+        let ping_due = tokio::time::Instant::now() >= next_ping;
+        if batch.is_empty() && closing.is_none() && !ping_due {
+            tokio::select! {
+                () = link.wake.notified() => {}
+                () = tokio::time::sleep_until(next_ping) => {}
+            }
+            continue;
+        }
+        let written = async {
+            if ping_due {
+                next_ping = tokio::time::Instant::now() + hub.config.ping_interval;
+                sink.feed(Message::Ping(Bytes::new())).await?;
+            }
+            for out in batch.drain(..) {
+                match out {
+                    Outgoing::Control(text) => sink.feed(Message::text(text)).await?,
+                    Outgoing::Media { kind, frame } => {
+                        let len = frame.len();
+                        sink.feed(Message::Binary(frame)).await?;
+                        hub.metrics.sent(kind, len);
+                    }
+                }
+            }
+            sink.flush().await
+        };
+        if written.await.is_err() {
+            return;
+        }
+        if let Some(closing) = closing {
+            debug!(id = %link.id, code = %closing.code, "closing");
+            hub.metrics.error_sent(closing.code);
+            let goodbye = async {
+                sink.feed(Message::text(ServerMessage::error(closing.code, closing.message).to_json())).await?;
+                sink.feed(Message::Close(Some(close_frame(closing.code)))).await?;
+                sink.flush().await
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+            return;
+        }
+    }
+}
+
