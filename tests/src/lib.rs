@@ -1,1 +1,309 @@
 //! End-to-end test helpers: start real relay processes and talk to them over real sockets.
+//!
+//! Used by the relay's integration tests and by the load generators in `src/bin/`. Nothing
+//! here reaches beyond loopback.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use chinwag_proto::{ClientMessage, Join, ServerMessage, Welcome, parse_server_message};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// A relay running as a child process, killed when dropped.
+pub struct RelayProcess {
+    child: Child,
+    /// `ws://127.0.0.1:PORT` or `wss://...`, as the relay printed it.
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts `binary` with `args` (plus `--listen 127.0.0.1:0` unless `args` has `--listen`)
+    /// and waits for its "listening on" line.
+    pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<RelayProcess> {
+        let mut command = Command::new(binary);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "chinwag_relay=warn");
+        }
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = line_tx.send(first);
+            // Keep draining so that the relay never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match line_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                bail!("relay did not say where it listens: {other:?}");
+            }
+        };
+        let url = line
+            .strip_prefix("chinwag-relay listening on ")
+            .ok_or_else(|| anyhow!("unexpected first line from relay: {line:?}"))?
+            .to_owned();
+        let addr = url.split("://").nth(1).unwrap_or_default().parse().context("relay address")?;
+        Ok(RelayProcess { child, url, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the relay process in KiB (Linux only).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line =
+            status.lines().find(|line| line.starts_with("VmRSS:")).ok_or_else(|| anyhow!("no VmRSS"))?;
+        Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    }
+
+    /// User plus system CPU time the relay has used so far (Linux only).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        let per_sec = clock_ticks_per_sec();
+        Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (Unix only).
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("relay did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// What a client received.
+#[derive(Debug)]
+pub enum Received {
+    Control(ServerMessage),
+    Media(Vec<u8>),
+    Closed(Option<CloseFrame>),
+}
+
+/// A WebSocket client that speaks just enough of the protocol for tests.
+pub struct TestClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl TestClient {
+    /// Opens a WebSocket to `url` + `/v1`; `tls_root` is a PEM CA certificate for `wss://`.
+    pub async fn connect(url: &str, tls_root: Option<&str>) -> anyhow::Result<TestClient> {
+        let connector = match tls_root {
+            None => None,
+            Some(pem) => {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(cert?)?;
+                }
+                let config =
+                    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+                Some(Connector::Rustls(Arc::new(config)))
+            }
+        };
+        let endpoint = format!("{url}{}", chinwag_proto::WS_PATH);
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(&endpoint, None, true, connector)
+            .await
+            .with_context(|| format!("cannot connect to {endpoint}"))?;
+        Ok(TestClient { ws })
+    }
+
+    /// Connects and joins; fails unless the relay answers with `welcome`.
+    pub async fn join(
+        url: &str,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> anyhow::Result<(TestClient, Welcome)> {
+        let mut client = TestClient::connect(url, None).await?;
+        let welcome = client.join_here(room, name, password).await?;
+        Ok((client, welcome))
+    }
+
+    /// Sends `join` on this connection and waits for `welcome`.
+    pub async fn join_here(
+        &mut self,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> anyhow::Result<Welcome> {
+        self.send(&ClientMessage::Join(Join {
+            version: 1,
+            room: room.into(),
+            name: name.into(),
+            password: password.map(Into::into),
+        }))
+        .await?;
+        match self.next_control(Duration::from_secs(5)).await? {
+            ServerMessage::Welcome(welcome) => Ok(welcome),
+            other => bail!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) -> anyhow::Result<()> {
+        self.send_text(&message.to_json()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        Ok(self.ws.send(Message::text(text)).await?)
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        Ok(self.ws.send(Message::binary(bytes)).await?)
+    }
+
+    /// The next control message, media frame or close, within `within`.
+    pub async fn next(&mut self, within: Duration) -> anyhow::Result<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => bail!("nothing received within {within:?}"),
+                Ok(None) => return Ok(Received::Closed(None)),
+                Ok(Some(message)) => message?,
+            };
+            return Ok(match message {
+                Message::Text(text) => Received::Control(parse_server_message(&text)?),
+                Message::Binary(bytes) => Received::Media(bytes.to_vec()),
+                Message::Close(frame) => Received::Closed(frame),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            });
+        }
+    }
+
+    /// The next control message, skipping media.
+    pub async fn next_control(&mut self, within: Duration) -> anyhow::Result<ServerMessage> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
+                Received::Control(message) => return Ok(message),
+                Received::Media(_) => continue,
+                Received::Closed(frame) => {
+                    bail!("connection closed ({frame:?}) while waiting for a control message")
+                }
+            }
+        }
+    }
+
+    /// The next media frame, skipping control messages.
+    pub async fn next_media(&mut self, within: Duration) -> anyhow::Result<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await? {
+                Received::Media(frame) => return Ok(frame),
+                Received::Control(_) => continue,
+                Received::Closed(frame) => bail!("connection closed ({frame:?}) while waiting for media"),
+            }
+        }
+    }
+
+    /// Reads until the relay's `error` message and close frame; returns both.
+    pub async fn expect_refusal(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<(chinwag_proto::ErrorMessage, Option<u16>)> {
+        let deadline = Instant::now() + within;
+        let mut error = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Ok(Received::Control(ServerMessage::Error(message))) => error = Some(message),
+                Ok(Received::Control(_) | Received::Media(_)) => {}
+                Ok(Received::Closed(frame)) => {
+                    let error =
+                        error.ok_or_else(|| anyhow!("closed ({frame:?}) without an error message"))?;
+                    return Ok((error, frame.map(|frame| u16::from(frame.code))));
+                }
+                Err(problem) => match error {
+                    // Some platforms reset instead of closing cleanly after the close frame.
+                    Some(error) if !problem.to_string().contains("nothing received") => {
+                        return Ok((error, None));
+                    }
+                    _ => return Err(problem),
+                },
+            }
+        }
+    }
+
+    /// Closes the connection cleanly.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A plain HTTP GET on loopback; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut response)).await??;
+    let status = response.split_whitespace().nth(1).ok_or_else(|| anyhow!("empty response"))?.parse()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of an unlabelled or labelled sample in Prometheus text, e.g.
+/// `metric(&text, "chinwag_dropped_frames_total{reason=\"bad_header\"}")`.
+pub fn metric(text: &str, sample: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Microseconds on a clock shared by every task of this process, for capture times that
+/// the same process reads back on receipt.
+pub fn process_clock_us() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}

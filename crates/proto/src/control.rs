@@ -44,11 +44,18 @@ pub enum ServerMessage {
     Welcome(Welcome),
     /// Something went wrong; unless the code says otherwise the relay closes the connection.
     Error(ErrorMessage),
-    PeerJoined { peer: Peer },
-    PeerLeft { id: ParticipantId },
+    PeerJoined {
+        peer: Peer,
+    },
+    PeerLeft {
+        id: ParticipantId,
+    },
     PeerState(PeerState),
     /// The answer to a ping: the client's time echoed back, and the relay's clock.
-    Pong { client_time_us: u64, server_time_us: u64 },
+    Pong {
+        client_time_us: u64,
+        server_time_us: u64,
+    },
 }
 
 /// The answer to a successful join.
@@ -171,7 +178,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtoError> {
             Err(ProtoError::UnsupportedVersion(join.version))
         }
         Ok(message) => Ok(message),
-        Err(error) => Err(foreign_join_version(text).map_or(ProtoError::BadJson(error), ProtoError::UnsupportedVersion)),
+        Err(error) => {
+            Err(foreign_join_version(text).map_or(ProtoError::BadJson(error), ProtoError::UnsupportedVersion))
+        }
     }
 }
 
@@ -203,7 +212,12 @@ mod tests {
         let message = parse_client_message(text).unwrap();
         assert_eq!(
             message,
-            ClientMessage::Join(Join { version: 1, room: "standup".into(), name: "Ada".into(), password: None })
+            ClientMessage::Join(Join {
+                version: 1,
+                room: "standup".into(),
+                name: "Ada".into(),
+                password: None
+            })
         );
     }
 
@@ -223,7 +237,9 @@ mod tests {
 
     #[test]
     fn garbage_is_bad_json() {
-        for text in ["", "{", "[]", r#"{"type":"dance"}"#, r#"{"type":"state","muted":1}"#, r#"{"version":1}"#] {
+        for text in
+            ["", "{", "[]", r#"{"type":"dance"}"#, r#"{"type":"state","muted":1}"#, r#"{"version":1}"#]
+        {
             assert!(matches!(parse_client_message(text), Err(ProtoError::BadJson(_))), "{text}");
         }
     }
@@ -244,9 +260,13 @@ mod tests {
             ServerMessage::error(ErrorCode::RoomFull, "full").to_json(),
             r#"{"type":"error","code":"room_full","message":"full"}"#
         );
-        assert_eq!(ServerMessage::PeerLeft { id: ParticipantId(9) }.to_json(), r#"{"type":"peer_left","id":9}"#);
         assert_eq!(
-            ServerMessage::PeerState(PeerState { id: ParticipantId(9), muted: true, camera: false }).to_json(),
+            ServerMessage::PeerLeft { id: ParticipantId(9) }.to_json(),
+            r#"{"type":"peer_left","id":9}"#
+        );
+        assert_eq!(
+            ServerMessage::PeerState(PeerState { id: ParticipantId(9), muted: true, camera: false })
+                .to_json(),
             r#"{"type":"peer_state","id":9,"muted":true,"camera":false}"#
         );
         assert_eq!(

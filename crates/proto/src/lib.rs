@@ -15,16 +15,14 @@ mod media;
 mod validate;
 
 pub use control::{
-    ClientMessage, ErrorCode, ErrorMessage, Join, Peer, PeerState, ServerMessage, StateUpdate,
-    Welcome, parse_client_message, parse_server_message,
+    ClientMessage, ErrorCode, ErrorMessage, Join, Peer, PeerState, ServerMessage, StateUpdate, Welcome,
+    parse_client_message, parse_server_message,
 };
 pub use media::{
-    HEADER_LEN, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, SeqNo, encode_frame,
-    rewrite_sender_id,
+    HEADER_LEN, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, SeqNo, encode_frame, rewrite_sender_id,
 };
 pub use validate::{
-    MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_ROOM_CHARS, validate_name, validate_password,
-    validate_room,
+    MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_ROOM_CHARS, validate_name, validate_password, validate_room,
 };
 
 /// The protocol version this crate speaks, sent in `join` and in byte 0 of every media header.
@@ -99,8 +97,5 @@ pub enum ProtoError {
     #[error("protocol version {0} is not supported: this relay speaks version {PROTOCOL_VERSION}")]
     UnsupportedVersion(u64),
     #[error("invalid {field}: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: &'static str,
-    },
+    Invalid { field: &'static str, reason: &'static str },
 }

@@ -25,10 +25,9 @@ pub fn validate_room(room: &str, max_chars: usize) -> Result<(), ProtoError> {
 /// A password: at most [`MAX_PASSWORD_BYTES`] bytes; an empty string counts as no password.
 pub fn validate_password(password: Option<&str>) -> Result<(), ProtoError> {
     match password {
-        Some(password) if password.len() > MAX_PASSWORD_BYTES => Err(ProtoError::Invalid {
-            field: "password",
-            reason: "longer than 256 bytes",
-        }),
+        Some(password) if password.len() > MAX_PASSWORD_BYTES => {
+            Err(ProtoError::Invalid { field: "password", reason: "longer than 256 bytes" })
+        }
         _ => Ok(()),
     }
 }

@@ -203,7 +203,12 @@ impl Args {
         let config = Config {
             listen: self.listen.unwrap_or(defaults.listen),
             tls,
-            max_participants: at_least("max-participants", self.max_participants, 2, defaults.max_participants)?,
+            max_participants: at_least(
+                "max-participants",
+                self.max_participants,
+                2,
+                defaults.max_participants,
+            )?,
             max_connections: at_least("max-connections", self.max_connections, 1, defaults.max_connections)?,
             max_message_bytes: at_least(
                 "max-message-bytes",
@@ -267,7 +272,9 @@ fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     default: T,
 ) -> Result<T, ConfigError> {
     match value {
-        Some(value) if value < minimum => Err(invalid(flag, format!("must be at least {minimum}, not {value}"))),
+        Some(value) if value < minimum => {
+            Err(invalid(flag, format!("must be at least {minimum}, not {value}")))
+        }
         Some(value) => Ok(value),
         None => Ok(default),
     }
@@ -277,7 +284,9 @@ fn seconds(flag: &'static str, value: Option<f64>, default: Duration) -> Result<
     match value {
         None => Ok(default),
         Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
-        Some(secs) => Err(invalid(flag, format!("must be a number of seconds above 0 and at most a day, not {secs}"))),
+        Some(secs) => {
+            Err(invalid(flag, format!("must be a number of seconds above 0 and at most a day, not {secs}")))
+        }
     }
 }
 
@@ -299,8 +308,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chinwag-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("relay.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-participants = 4\njoin-timeout = 2.5\n").unwrap();
-        let args = Args::parse_from(["chinwag-relay", "--config", path.to_str().unwrap(), "--max-participants", "8"]);
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-participants = 4\njoin-timeout = 2.5\n")
+            .unwrap();
+        let args = Args::parse_from([
+            "chinwag-relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-participants",
+            "8",
+        ]);
         let config = args.with_config_file().unwrap().into_config().unwrap();
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.max_participants, 8);

@@ -46,7 +46,8 @@ fn route(request: &httparse::Request<'_, '_>) -> Route {
     let path = request.path.unwrap_or("").split('?').next().unwrap_or("");
     let is_upgrade = request.headers.iter().any(|header| {
         header.name.eq_ignore_ascii_case("upgrade")
-            && std::str::from_utf8(header.value).is_ok_and(|value| value.trim().eq_ignore_ascii_case("websocket"))
+            && std::str::from_utf8(header.value)
+                .is_ok_and(|value| value.trim().eq_ignore_ascii_case("websocket"))
     });
     match (request.method, path) {
         (Some("GET"), chinwag_proto::WS_PATH) if is_upgrade => Route::WebSocket,
@@ -87,7 +88,11 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.read < self.prefix.len() {
             let rest = &self.prefix[self.read..];
             let n = rest.len().min(buf.remaining());

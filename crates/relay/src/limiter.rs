@@ -22,7 +22,10 @@ const BURST_SECONDS: f64 = 2.0;
 
 impl RateLimiter {
     pub fn new(now: Instant, messages_per_sec: u32, bytes_per_sec: u64) -> Self {
-        Self { messages: Bucket::new(now, messages_per_sec as f64), bytes: Bucket::new(now, bytes_per_sec as f64) }
+        Self {
+            messages: Bucket::new(now, messages_per_sec as f64),
+            bytes: Bucket::new(now, bytes_per_sec as f64),
+        }
     }
 
     /// Whether a message of `len` bytes arriving at `now` is within the limits. A message that
@@ -61,7 +64,8 @@ mod tests {
     fn sustained_rate_passes_and_twice_the_rate_does_not() {
         let start = Instant::now();
         let mut limiter = RateLimiter::new(start, 50, 1_000_000);
-        let sent_at = |i: u32, per_sec: u32| start + Duration::from_secs_f64(f64::from(i) / f64::from(per_sec));
+        let sent_at =
+            |i: u32, per_sec: u32| start + Duration::from_secs_f64(f64::from(i) / f64::from(per_sec));
         assert!((0..500).all(|i| limiter.handle_message(sent_at(i, 50), 100)), "10 s at 50/s");
 
         let mut limiter = RateLimiter::new(start, 50, 1_000_000);

@@ -3,14 +3,15 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use chinwag_relay::config::Args;
 use chinwag_relay::Relay;
+use chinwag_relay::config::Args;
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "chinwag_relay=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "chinwag_relay=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

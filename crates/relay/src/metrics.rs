@@ -135,7 +135,9 @@ impl Metrics {
         let by_kind = |values: &[AtomicU64; 2]| {
             [MediaKind::Audio, MediaKind::Video]
                 .iter()
-                .map(|kind| (format!("{{kind=\"{}\"}}", kind.as_str()), values[kind_index(*kind)].load(Relaxed)))
+                .map(|kind| {
+                    (format!("{{kind=\"{}\"}}", kind.as_str()), values[kind_index(*kind)].load(Relaxed))
+                })
                 .collect::<Vec<_>>()
         };
         metric("connections", "gauge", "Open connections, joined or not.", &plain(self.open_connections()));
@@ -147,9 +149,19 @@ impl Metrics {
         );
         metric("rooms", "gauge", "Rooms with at least one participant.", &plain(gauges.rooms as u64));
         metric("participants", "gauge", "Joined participants.", &plain(gauges.participants as u64));
-        metric("frames_in_total", "counter", "Media frames received from clients.", &by_kind(&self.frames_in));
+        metric(
+            "frames_in_total",
+            "counter",
+            "Media frames received from clients.",
+            &by_kind(&self.frames_in),
+        );
         metric("bytes_in_total", "counter", "Media bytes received from clients.", &by_kind(&self.bytes_in));
-        metric("frames_out_total", "counter", "Media frames written to receivers.", &by_kind(&self.frames_out));
+        metric(
+            "frames_out_total",
+            "counter",
+            "Media frames written to receivers.",
+            &by_kind(&self.frames_out),
+        );
         metric("bytes_out_total", "counter", "Media bytes written to receivers.", &by_kind(&self.bytes_out));
         let drops: Vec<_> = DropReason::ALL
             .iter()
@@ -172,7 +184,12 @@ impl Metrics {
                 ("{kind=\"video\"}".to_owned(), gauges.queued_video_frames as u64),
             ],
         );
-        metric("queued_bytes", "gauge", "Bytes waiting in all receivers' queues.", &plain(gauges.queued_bytes as u64));
+        metric(
+            "queued_bytes",
+            "gauge",
+            "Bytes waiting in all receivers' queues.",
+            &plain(gauges.queued_bytes as u64),
+        );
         metric(
             "largest_queue_bytes",
             "gauge",

@@ -57,7 +57,12 @@ impl Rooms {
 
     /// Adds `name` to `room`, creating the room (with `password`, if any) when it is empty.
     /// An empty password is the same as none.
-    pub fn handle_join(&mut self, room: &str, name: &str, password: Option<&str>) -> Result<Joined, JoinRefusal> {
+    pub fn handle_join(
+        &mut self,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Joined, JoinRefusal> {
         let password = password.filter(|password| !password.is_empty());
         if let Some(existing) = self.rooms.get(room) {
             if !same_password(existing.password.as_deref(), password) {
@@ -93,7 +98,11 @@ impl Rooms {
     }
 
     /// Records a member's mute and camera state; returns the state to announce and to whom.
-    pub fn handle_state(&mut self, id: ParticipantId, update: StateUpdate) -> Option<(PeerState, Vec<ParticipantId>)> {
+    pub fn handle_state(
+        &mut self,
+        id: ParticipantId,
+        update: StateUpdate,
+    ) -> Option<(PeerState, Vec<ParticipantId>)> {
         let room = self.rooms.get_mut(self.room_of.get(&id)?)?;
         let member = room.members.iter_mut().find(|member| member.id == id)?;
         member.muted = update.muted;

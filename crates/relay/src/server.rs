@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
@@ -87,7 +87,8 @@ impl Relay {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         Ok(Relay { listener, local_addr, tls, hub: Arc::new(Hub::new(config)) })
     }
 
@@ -173,9 +174,10 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RelayErro
         .map_err(|source| RelayError::TlsFile { path: files.cert.clone(), source })?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|source| RelayError::TlsFile { path: files.key.clone(), source })?;
-    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(
-        |source| RelayError::TlsConfig { cert: files.cert.clone(), key: files.key.clone(), source },
-    )?;
+    let mut config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(
+            |source| RelayError::TlsConfig { cert: files.cert.clone(), key: files.key.clone(), source },
+        )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -214,7 +216,11 @@ struct Fanout {
 struct Link {
     id: ParticipantId,
     state: Mutex<LinkState>,
+    /// Wakes the writer when something was queued or the link is closing.
     wake: Notify,
+    /// Wakes the connection's task when the link is closing, so that a writer stuck on a full
+    /// socket can be given up on.
+    closed: Notify,
 }
 
 struct LinkState {
@@ -262,7 +268,12 @@ impl Hub {
         }
     }
 
-    fn join(&self, room: &str, name: &str, password: Option<&str>) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+    fn join(
+        &self,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
         let mut state = lock(&self.state);
         let joined = state.rooms.handle_join(room, name, password).map_err(|refusal| match refusal {
             JoinRefusal::WrongPassword => Closing {
@@ -271,13 +282,16 @@ impl Hub {
             },
             JoinRefusal::RoomFull { max } => Closing {
                 code: ErrorCode::RoomFull,
-                message: format!("room \"{room}\" is full ({max} participants); try again later or pick another room"),
+                message: format!(
+                    "room \"{room}\" is full ({max} participants); try again later or pick another room"
+                ),
             },
         })?;
         let link = Arc::new(Link {
             id: joined.id,
             state: Mutex::new(LinkState { queue: OutQueue::new(self.queue_limits()), closing: None }),
             wake: Notify::new(),
+            closed: Notify::new(),
         });
         let welcome = ServerMessage::Welcome(Welcome {
             id: joined.id,
@@ -294,7 +308,8 @@ impl Hub {
         }
         state.links.insert(joined.id, Arc::clone(&link));
         let fanout = Arc::clone(state.fanouts.entry(room.to_owned()).or_default());
-        let members = state.rooms.members(room).filter_map(|peer| state.links.get(&peer.id).cloned()).collect();
+        let members =
+            state.rooms.members(room).filter_map(|peer| state.links.get(&peer.id).cloned()).collect();
         *fanout.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
         Ok((link, fanout))
     }
@@ -355,7 +370,7 @@ impl Link {
             return;
         }
         if state.queue.push_control(message.to_json()) == Pushed::TooSlow {
-            Self::close_locked(&mut state, hub, too_slow());
+            self.close_locked(&mut state, hub, too_slow());
         }
         drop(state);
         self.wake.notify_one();
@@ -379,7 +394,7 @@ impl Link {
             }
             Pushed::TooSlow => {
                 hub.metrics.dropped(DropReason::ReceiverTooSlow, 1);
-                Self::close_locked(&mut state, hub, too_slow());
+                self.close_locked(&mut state, hub, too_slow());
             }
         }
         drop(state);
@@ -388,12 +403,14 @@ impl Link {
 
     /// Asks the writer to send `closing` as an error and close, dropping whatever is queued.
     fn close(&self, hub: &Hub, closing: Closing) {
-        Self::close_locked(&mut lock(&self.state), hub, closing);
+        self.close_locked(&mut lock(&self.state), hub, closing);
         self.wake.notify_one();
     }
 
-    fn close_locked(state: &mut LinkState, hub: &Hub, closing: Closing) {
+    fn close_locked(&self, state: &mut LinkState, hub: &Hub, closing: Closing) {
         if state.closing.is_none() {
+            hub.metrics.error_sent(closing.code);
+            self.closed.notify_one();
             let reason = match closing.code {
                 ErrorCode::TooSlow => DropReason::ReceiverTooSlow,
                 _ => DropReason::ReceiverClosed,
@@ -460,9 +477,10 @@ where
                 return None;
             }
         }
-        let ws = tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
-            .await
-            .ok()?;
+        let ws =
+            tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
+                .await
+                .ok()?;
         Some(wait_for_join(ws, &hub).await)
     };
     let joined = tokio::select! {
@@ -529,7 +547,13 @@ where
             return None;
         }
         Err(error) => {
-            refuse(&mut ws, hub, ErrorCode::BadRequest, format!("the join message was not understood: {error}")).await;
+            refuse(
+                &mut ws,
+                hub,
+                ErrorCode::BadRequest,
+                format!("the join message was not understood: {error}"),
+            )
+            .await;
             return None;
         }
     };
@@ -573,7 +597,12 @@ fn close_code_for(code: ErrorCode) -> u16 {
 }
 
 /// Sends an error and a close frame before the connection has a writer of its own.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, hub: &Hub, code: ErrorCode, message: String) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    hub: &Hub,
+    code: ErrorCode,
+    message: String,
+) {
     hub.metrics.error_sent(code);
     let goodbye = async {
         ws.feed(Message::text(ServerMessage::error(code, message).to_json())).await?;
@@ -593,31 +622,56 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let JoinedConnection { ws, link, fanout } = joined;
-    let (sink, stream) = ws.split();
-    let reader = read_loop(stream, &link, &fanout, &hub);
-    let writer = write_loop(sink, &link, &hub);
-    tokio::pin!(reader, writer);
-    tokio::select! {
-        ending = &mut reader => {
-            if let Some(closing) = ending {
-                link.close(&hub, closing);
+    let (sink, mut stream) = ws.split();
+    let relay_closed = {
+        let reader = read_loop(&mut stream, &link, &fanout, &hub);
+        let writer = write_loop(sink, &link, &hub);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            ending = &mut reader => match ending {
+                Some(closing) => {
+                    link.close(&hub, closing);
+                    let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                    true
+                }
+                None => false,
+            },
+            // The writer ends on its own when the socket fails or after a close it was asked for.
+            () = &mut writer => lock(&link.state).closing.is_some(),
+            // Another task closed the link (this receiver is too slow): its writer may be stuck
+            // on a full socket, so it gets a moment to say why and is then given up on.
+            () = link.closed.notified() => {
                 let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                true
+            }
+            _ = stop.changed() => {
+                let message = "the relay is shutting down; rejoin in a moment".into();
+                link.close(&hub, Closing { code: ErrorCode::ShuttingDown, message });
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                true
             }
         }
-        () = &mut writer => {}
-        _ = stop.changed() => {
-            let closing = Closing { code: ErrorCode::ShuttingDown, message: "the relay is shutting down; rejoin in a moment".into() };
-            link.close(&hub, closing);
-            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
-        }
-    }
+    };
     hub.leave(link.id);
+    if relay_closed {
+        // Finish the closing handshake: read until the client's close frame, so that the
+        // socket is not dropped with unread data (which would reset it and could destroy the
+        // error message before the client has read it).
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Handles what a joined client sends. Returns why the connection should close with an
 /// error, or `None` when the client went away.
 async fn read_loop<S>(
-    mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
     link: &Link,
     fanout: &Fanout,
     hub: &Hub,
@@ -625,15 +679,19 @@ async fn read_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut limiter = RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
+    let mut limiter =
+        RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
     loop {
         let message = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
             Err(_) => {
-                let message = format!("nothing heard from you for {} s", hub.config.idle_timeout.as_secs_f64());
+                let message =
+                    format!("nothing heard from you for {} s", hub.config.idle_timeout.as_secs_f64());
                 return Some(Closing { code: ErrorCode::Timeout, message });
             }
             Ok(None) => return None,
-            Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders)))) => {
+            Ok(Some(Err(WsError::Capacity(
+                CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
+            )))) => {
                 return Some(Closing { code: ErrorCode::TooLarge, message: too_large_message(hub) });
             }
             Ok(Some(Err(error))) => {
@@ -654,7 +712,10 @@ where
             Message::Binary(frame) => forward_media(now, frame, link, fanout, hub),
             Message::Text(text) => match parse_client_message(&text) {
                 Ok(ClientMessage::Ping { client_time_us }) => {
-                    link.push_control(&ServerMessage::Pong { client_time_us, server_time_us: hub.now_us() }, hub);
+                    link.push_control(
+                        &ServerMessage::Pong { client_time_us, server_time_us: hub.now_us() },
+                        hub,
+                    );
                 }
                 Ok(ClientMessage::State(update)) => hub.set_state(link.id, update),
                 Ok(ClientMessage::Join(_)) => {
@@ -693,8 +754,11 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
 
 /// Drains this connection's queue onto its socket, pinging when there is nothing to send.
 /// Ends when the socket fails or after sending the closing error and close frame.
-async fn write_loop<S>(mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>, link: &Link, hub: &Hub)
-where
+async fn write_loop<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    link: &Link,
+    hub: &Hub,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -731,9 +795,9 @@ where
         }
         if let Some(closing) = closing {
             debug!(id = %link.id, code = %closing.code, "closing");
-            hub.metrics.error_sent(closing.code);
             let goodbye = async {
-                sink.feed(Message::text(ServerMessage::error(closing.code, closing.message).to_json())).await?;
+                sink.feed(Message::text(ServerMessage::error(closing.code, closing.message).to_json()))
+                    .await?;
                 sink.feed(Message::Close(Some(close_frame(closing.code)))).await?;
                 sink.flush().await
             };
@@ -742,4 +806,3 @@ where
         }
     }
 }
-
