@@ -277,6 +277,11 @@ impl TestClient {
         }
     }
 
+    /// The WebSocket itself, for load generators that split it.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Closes the connection cleanly.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;

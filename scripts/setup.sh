@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs what building and testing Chinwag needs, and nothing that is already there.
+# Sourced by run.sh and test.sh; safe to run on its own. Debian and Ubuntu get their packages
+# through apt-get (with sudo when not root); other systems get a list of what to install.
+set -euo pipefail
+
+# Packages to build everything (C compiler and pkg-config for the crates that build C).
+CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates)
+# Extra packages the tests use (kill for signal tests).
+CHINWAG_TEST_PACKAGES=(procps)
+
+chinwag_say() { printf 'chinwag setup: %s\n' "$*" >&2; }
+
+chinwag_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        chinwag_say "need root to run: $* (install sudo or run as root)"
+        return 1
+    fi
+}
+
+# chinwag_install_packages PACKAGE...: installs the Debian packages that are missing.
+chinwag_install_packages() {
+    local missing=()
+    local package
+    for package in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$package")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    chinwag_say "installing ${missing[*]}"
+    chinwag_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    chinwag_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+chinwag_install_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        chinwag_say "installing the Rust toolchain with rustup (https://rustup.rs)"
+        if command -v apt-get >/dev/null 2>&1; then
+            chinwag_install_packages curl ca-certificates
+        fi
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if [ "${1:-}" = "with-lints" ] && command -v rustup >/dev/null 2>&1; then
+        local component
+        for component in rustfmt clippy; do
+            if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+                rustup component add "$component"
+            fi
+        done
+    fi
+}
+
+# chinwag_setup [with-tests]: everything for building (and, with-tests, testing).
+chinwag_setup() {
+    case "$(uname -s)" in
+        Linux)
+            if command -v apt-get >/dev/null 2>&1; then
+                local packages=("${CHINWAG_BUILD_PACKAGES[@]}")
+                if [ "${1:-}" = "with-tests" ]; then
+                    packages+=("${CHINWAG_TEST_PACKAGES[@]}")
+                fi
+                chinwag_install_packages "${packages[@]}"
+            else
+                chinwag_say "not a Debian or Ubuntu system: install a C compiler and pkg-config yourself"
+            fi
+            ;;
+        Darwin)
+            command -v cc >/dev/null 2>&1 || chinwag_say "install the Xcode command line tools: xcode-select --install"
+            ;;
+        MINGW* | MSYS* | CYGWIN*)
+            chinwag_say "on Windows install Rust with rustup and the Visual Studio C++ build tools"
+            ;;
+    esac
+    if [ "${1:-}" = "with-tests" ]; then
+        chinwag_install_rust with-lints
+    else
+        chinwag_install_rust
+    fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    chinwag_setup "${1:-with-tests}"
+fi
