@@ -25,4 +25,9 @@ for core in chinwag-proto chinwag-jitter; do
 done
 
 step "cargo test"
-cargo test --locked --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --workspace 2>&1 | tee "$log"
+# One closing line for the whole run: cargo prints one result line per test binary, and the
+# last of those is usually a crate's empty doc-test run.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -477,21 +477,19 @@ where
                 return None;
             }
         }
-        let ws =
-            tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
-                .await
-                .ok()?;
-        Some(wait_for_join(ws, &hub).await)
+        tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
+            .await
+            .ok()
     };
+    // Until the upgrade a client cannot be sent an error, so running out of time only closes
+    // the socket; after it, `wait_for_join` says why it gives up, by the same deadline.
     let joined = tokio::select! {
-        result = tokio::time::timeout_at(deadline, handshake) => match result {
-            Ok(Some(Some(joined))) => joined,
-            Ok(_) => return,
-            Err(_) => {
-                // Too slow to get this far; a client still in the HTTP or TLS handshake cannot
-                // be sent an error, one that has upgraded was sent one by `wait_for_join`.
-                return;
-            }
+        joined = async {
+            let ws = tokio::time::timeout_at(deadline, handshake).await.ok()??;
+            wait_for_join(ws, &hub, deadline).await
+        } => match joined {
+            Some(joined) => joined,
+            None => return,
         },
         _ = stop.changed() => return,
     };
@@ -506,15 +504,19 @@ struct JoinedConnection<S> {
 
 /// Waits for a valid `join`; on anything else, sends an error and closes. `None` when the
 /// connection ended without joining.
-async fn wait_for_join<S>(mut ws: WebSocketStream<S>, hub: &Hub) -> Option<JoinedConnection<S>>
+async fn wait_for_join<S>(
+    mut ws: WebSocketStream<S>,
+    hub: &Hub,
+    deadline: tokio::time::Instant,
+) -> Option<JoinedConnection<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = hub.config.join_timeout;
     let first = loop {
-        match tokio::time::timeout(timeout, ws.next()).await {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => {
-                let message = format!("no join message within {} s of connecting", timeout.as_secs_f64());
+                let seconds = hub.config.join_timeout.as_secs_f64();
+                let message = format!("no join message within {seconds} s of connecting");
                 refuse(&mut ws, hub, ErrorCode::Timeout, message).await;
                 return None;
             }

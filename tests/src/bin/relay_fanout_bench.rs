@@ -40,6 +40,9 @@ struct Args {
     /// Seconds of the baseline run (one room of two); 0 skips it.
     #[arg(long, default_value_t = 5.0)]
     baseline_seconds: f64,
+    /// Also measure the relay's memory with this many idle joined connections; 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    idle_connections: usize,
     /// The relay binary [default: chinwag-relay next to this program].
     #[arg(long)]
     relay_bin: Option<PathBuf>,
@@ -95,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let clients = args.rooms * args.per_room;
-    let connections = (clients + 16).to_string();
+    let connections = (clients.max(args.idle_connections) + 16).to_string();
     // Generous per-connection limits: this measures fan-out, not the rate limiter.
     let relay =
         RelayProcess::start(&relay_bin, &["--max-connections", &connections, "--max-participants", "64"])
@@ -122,6 +125,9 @@ fn main() -> anyhow::Result<()> {
         };
         let load = run_phase(&relay, "load", args.rooms, args.per_room, &args, args.seconds).await?;
         load.report(&format!("load ({} rooms x {})", args.rooms, args.per_room));
+        if args.idle_connections > 0 {
+            idle_memory(&relay, args.idle_connections).await?;
+        }
         if let Some(baseline) = baseline {
             println!(
                 "load / baseline: p50 {:.2}x, p99 {:.2}x, p999 {:.2}x; p99 added by load {:.3} ms",
@@ -249,6 +255,32 @@ async fn run_phase(
         wall,
         relay_drops,
     })
+}
+
+/// Joins `n` clients that then sit idle, and reports what they cost the relay in memory.
+async fn idle_memory(relay: &RelayProcess, n: usize) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = relay.rss_kib()?;
+    let mut idle = Vec::with_capacity(n);
+    for index in 0..n {
+        let (client, _) =
+            TestClient::join(&relay.url, &format!("idle-{}", index / 10), &format!("idle-{index}"), None)
+                .await?;
+        idle.push(client);
+    }
+    // Let the presence messages go out and the queues empty.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = relay.rss_kib()?;
+    println!(
+        "idle: {n} joined connections cost the relay {} KiB of resident memory, {:.1} KiB each (before {} KiB, after {} KiB)",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / n as f64,
+        before,
+        after
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
 }
 
 async fn relay_drops(relay: &RelayProcess) -> anyhow::Result<u64> {
