@@ -4,8 +4,9 @@
 # through apt-get (with sudo when not root); other systems get a list of what to install.
 set -euo pipefail
 
-# Packages to build everything (C compiler and pkg-config for the crates that build C).
-CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates)
+# Packages to build everything: a C compiler and pkg-config for the crates that build C, and
+# cmake for libopus, which the opus crate builds from source.
+CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake)
 # Extra packages the tests use (kill for signal tests).
 CHINWAG_TEST_PACKAGES=(procps)
 
