@@ -19,6 +19,22 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+/// A binary of this workspace, next to the running test: `cargo test --workspace` builds
+/// `chinwag-relay` (the relay crate has integration tests, so cargo builds its binary first).
+/// Panics with the command to run when it is missing.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test knows where it runs from");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (or run `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
 /// A relay running as a child process, killed when dropped.
 pub struct RelayProcess {
     child: Child,
