@@ -5,10 +5,11 @@
 set -euo pipefail
 
 # Packages to build everything: a C compiler and pkg-config for the crates that build C, and
-# cmake for libopus, which the opus crate builds from source.
-CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake)
-# Extra packages the tests use (kill for signal tests).
-CHINWAG_TEST_PACKAGES=(procps)
+# cmake for libopus, which the opus crate builds from source, and ALSA headers for cpal.
+CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake libasound2-dev)
+# Extra packages the tests use: kill for signal tests; a private PulseAudio server with a null
+# sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech.
+CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox)
 
 chinwag_say() { printf 'chinwag setup: %s\n' "$*" >&2; }
 
