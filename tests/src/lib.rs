@@ -3,6 +3,8 @@
 //! Used by the relay's integration tests and by the load generators in `src/bin/`. Nothing
 //! here reaches beyond loopback.
 
+pub mod audio;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

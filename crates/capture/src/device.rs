@@ -304,11 +304,14 @@ impl AudioSink for SpeakerSink {
         let target = (f64::from(self.rate) * SPEAKER_TARGET_SECONDS) as usize;
         let waiting_since = Instant::now();
         while self.ring.occupied_len() > target {
-            if self.flags.failed.load(Ordering::Relaxed) || waiting_since.elapsed() > STALL_LIMIT {
+            let failed = self.flags.failed.load(Ordering::Relaxed);
+            if failed || waiting_since.elapsed() > STALL_LIMIT {
+                let reason =
+                    if failed { "the device reported an error" } else { "the device stopped taking audio" };
                 return Err(CaptureError::DeviceLost {
                     direction: "output",
                     name: self.name.clone(),
-                    reason: "the device stopped taking audio".into(),
+                    reason: reason.into(),
                 });
             }
             std::thread::sleep(Duration::from_millis(1));

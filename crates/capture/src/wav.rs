@@ -52,10 +52,11 @@ impl WavSource {
 
 impl AudioSource for WavSource {
     fn read_frame(&mut self, frame: &mut [f32]) -> Result<Instant, CaptureError> {
-        let available = self.samples.len().saturating_sub(self.position).min(frame.len());
-        frame[..available].copy_from_slice(&self.samples[self.position..self.position + available]);
+        let start = self.position.min(self.samples.len());
+        let available = (self.samples.len() - start).min(frame.len());
+        frame[..available].copy_from_slice(&self.samples[start..start + available]);
         frame[available..].fill(0.0);
-        self.position += frame.len();
+        self.position = self.position.saturating_add(frame.len());
         Ok(self.pacer.wait(frame.len()))
     }
 }
@@ -152,6 +153,8 @@ mod tests {
         source.read_frame(&mut frame).unwrap();
         assert!(source.finished());
         assert!(frame.iter().all(|s| *s == 0.0), "silence after the end");
+        source.read_frame(&mut frame).unwrap();
+        assert!(frame.iter().all(|s| *s == 0.0), "and silence it stays");
 
         let out = dir.join("out.wav");
         let mut recorder = WavRecorder::create(&out).unwrap();

@@ -12,7 +12,7 @@
 mod opus_voice;
 mod resample;
 
-pub use opus_voice::{FrameDuration, VoiceConfig, VoiceDecoder, VoiceEncoder};
+pub use opus_voice::{CODEC_DELAY, FrameDuration, VoiceConfig, VoiceDecoder, VoiceEncoder};
 pub use resample::{Resampler, resample_all};
 
 /// The one sample rate the codec and the engine run at.

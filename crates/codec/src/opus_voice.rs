@@ -11,6 +11,11 @@ const MAX_PACKET_SAMPLES: usize = 5760;
 /// Bytes reserved for one encoded packet; Opus never needs more at voice bitrates.
 const MAX_PACKET_BYTES: usize = 1500;
 
+/// How far Opus's output lags its input at 48 kHz: the encoder's lookahead (2.5 ms) plus the
+/// SILK/CELT analysis delay (4 ms). A receiver adds it to the delay it computes from capture
+/// timestamps, since the decoded audio of a frame began that much earlier.
+pub const CODEC_DELAY: Duration = Duration::from_micros(6500);
+
 /// How much audio each packet carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FrameDuration {

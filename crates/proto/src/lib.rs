@@ -37,7 +37,9 @@ pub const DEFAULT_PORT: u16 = 7300;
 
 /// A participant id, assigned by the relay and unique within it while the participant is
 /// connected. The relay writes it into every media header it forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ParticipantId(pub u32);
 

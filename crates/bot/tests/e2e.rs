@@ -1,0 +1,331 @@
+//! Bots and a relay as separate processes on loopback: what one says, the other hears.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chinwag_e2e::audio::{PulseServer, best_lag, rms, speech_wav, to_i16, tone_amplitude};
+use chinwag_e2e::{RelayProcess, http_get, metric, workspace_binary};
+use serde_json::Value;
+
+const BOT: &str = env!("CARGO_BIN_EXE_chinwag-bot");
+
+fn relay(args: &[&str]) -> RelayProcess {
+    RelayProcess::start(&workspace_binary("chinwag-relay"), args).expect("relay starts")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chinwag-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn spawn_bot(args: &[&str], env: &[(String, String)]) -> Child {
+    Command::new(BOT)
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bot starts")
+}
+
+fn finish(bot: Child) -> Output {
+    let output = bot.wait_with_output().unwrap();
+    eprintln!("bot: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn stats(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Waits until the relay has `n` participants.
+fn wait_for_participants(relay: &RelayProcess, n: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = runtime.block_on(http_get(relay.addr, "/metrics")).unwrap();
+        if metric(&text, "chinwag_participants") == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the relay never had {n} participants");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn peer<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["peers"].as_array().unwrap().iter().rev().find(|peer| peer["name"] == name).expect("peer in stats")
+}
+
+#[test]
+fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
+    let dir = temp_dir("speech");
+    let speech =
+        speech_wav(&dir, "The quick brown fox jumps over the lazy dog. Every call should sound this clear.")
+            .unwrap();
+    let relay = relay(&[]);
+    let (record, b_json, a_json) = (dir.join("rec"), dir.join("b.json"), dir.join("a.json"));
+    let listener = spawn_bot(
+        &[
+            "--server",
+            &relay.url,
+            "--room",
+            "r",
+            "--name",
+            "Listener",
+            "--record",
+            record.to_str().unwrap(),
+            "--duration",
+            "10",
+            "--stats-json",
+            b_json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_for_participants(&relay, 1);
+    let speaker = spawn_bot(
+        &[
+            "--server",
+            &relay.url,
+            "--room",
+            "r",
+            "--name",
+            "Speaker",
+            "--send-audio",
+            speech.to_str().unwrap(),
+            "--duration",
+            "8",
+            "--stats-json",
+            a_json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(finish(speaker).status.success());
+    assert!(finish(listener).status.success());
+
+    let sent = chinwag_capture::read_wav_48k_mono(&speech).unwrap();
+    let recorded = chinwag_capture::read_wav_48k_mono(&record.join("Speaker.wav")).unwrap();
+    assert!(sent.len() > 48_000, "espeak-ng made {} samples", sent.len());
+    let (lag, correlation) = best_lag(&sent, &recorded, 48_000 * 4);
+    eprintln!("speech found {lag} samples into the recording, correlation {correlation:.3}");
+    assert!(correlation > 0.8, "the recording does not match what was sent: correlation {correlation}");
+
+    let (speaker_stats, listener_stats) = (stats(&a_json), stats(&b_json));
+    let heard = peer(&listener_stats, "Speaker");
+    let audio = &heard["audio"];
+    let record_start = audio["record_start_unix_us"].as_f64().unwrap();
+    let send_start = speaker_stats["audio_send_start_unix_us"].as_f64().unwrap();
+    let measured_ms = (record_start + lag as f64 / 48.0 * 1000.0 - send_start) / 1000.0;
+    let reported_ms = audio["mouth_to_ear_ms"]["p50"].as_f64().unwrap();
+    eprintln!("mouth to ear: {measured_ms:.1} ms from the recording, {reported_ms:.1} ms reported");
+    assert!(
+        (measured_ms - reported_ms).abs() <= 10.0,
+        "measured {measured_ms:.1} ms, reported {reported_ms:.1} ms"
+    );
+    assert!(reported_ms < 200.0, "{reported_ms} ms on loopback");
+    assert!(audio["packets_received"].as_u64().unwrap() >= 390, "{audio}");
+    assert_eq!(audio["packets_lost"].as_u64(), Some(0), "{audio}");
+    assert!(listener_stats["rtt_ms"]["p50"].as_f64().unwrap() < 50.0);
+
+    let aligned = &recorded[lag..(lag + sent.len()).min(recorded.len())];
+    let reference = chinwag_codec::resample_all(&sent, 48_000, 16_000).unwrap();
+    let degraded = chinwag_codec::resample_all(aligned, 48_000, 16_000).unwrap();
+    let score = pesq::pesq_wb(&to_i16(&reference), &to_i16(&degraded)).unwrap();
+    eprintln!("PESQ-WB of the recording: {score:.3}");
+    assert!(score >= 3.5, "PESQ-WB {score:.3}: the path degrades speech");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
+    let dir = temp_dir("restart");
+    let first = relay(&[]);
+    let addr = first.addr.to_string();
+    let (record, b_json) = (dir.join("rec"), dir.join("b.json"));
+    let listener = spawn_bot(
+        &[
+            "--server",
+            &addr,
+            "--room",
+            "r",
+            "--name",
+            "Listener",
+            "--record",
+            record.to_str().unwrap(),
+            "--duration",
+            "12",
+            "--stats-json",
+            b_json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_for_participants(&first, 1);
+    let speaker = spawn_bot(
+        &["--server", &addr, "--room", "r", "--name", "Tone", "--send-audio", "tone:440", "--duration", "11"],
+        &[],
+    );
+    wait_for_participants(&first, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(first);
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as f64;
+    let _second = relay(&["--listen", &addr]);
+    let speaker_out = finish(speaker);
+    let listener_out = finish(listener);
+    assert!(speaker_out.status.success() && listener_out.status.success());
+    assert!(String::from_utf8_lossy(&listener_out.stderr).contains("rejoined"));
+
+    let stats = stats(&b_json);
+    let record_start = peer(&stats, "Tone")["audio"]["record_start_unix_us"].as_f64().unwrap();
+    let tones = stats["peers"].as_array().unwrap().iter().filter(|peer| peer["name"] == "Tone").count();
+    assert!(tones >= 2, "the speaker appears once before and once after the restart: {stats}");
+    let recorded = chinwag_capture::read_wav_48k_mono(&record.join("Tone.wav")).unwrap();
+    // The first 100 ms window after the restart in which the tone is back.
+    let restart_index = ((restarted_unix_us - record_start) / 1e6 * 48_000.0).max(0.0) as usize;
+    let back = recorded[restart_index.min(recorded.len())..]
+        .chunks(4800)
+        .position(|window| tone_amplitude(window, 440.0, 48_000) > 0.2)
+        .expect("the tone came back after the restart");
+    let seconds = back as f64 * 0.1;
+    eprintln!("audio flowed again {seconds:.1} s after the relay restarted");
+    assert!(seconds < 5.0, "audio took {seconds:.1} s to come back");
+    assert!(
+        rms(&recorded[..restart_index.min(recorded.len())]) > 0.1,
+        "the tone was there before the restart too"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bots_that_cannot_join_exit_with_a_one_line_reason() {
+    let relay = relay(&["--max-participants", "2"]);
+    let owner = spawn_bot(
+        &["--server", &relay.url, "--room", "r", "--name", "Owner", "--password", "pw", "--duration", "8"],
+        &[],
+    );
+    wait_for_participants(&relay, 1);
+    let failures = [
+        (
+            vec!["--server", relay.url.as_str(), "--room", "r", "--name", "Eve", "--password", "nope"],
+            "password",
+        ),
+        (
+            vec!["--server", "127.0.0.1:1", "--room", "r", "--name", "Lost"],
+            "cannot reach relay at ws://127.0.0.1:1/v1",
+        ),
+        (vec!["--server", "ftp://example", "--room", "r", "--name", "Odd"], "ws://"),
+        (
+            vec![
+                "--server",
+                relay.url.as_str(),
+                "--room",
+                "r",
+                "--name",
+                "Nobody",
+                "--send-audio",
+                "/missing.wav",
+            ],
+            "missing.wav",
+        ),
+    ];
+    for (args, says) in failures {
+        let started = Instant::now();
+        let output = Command::new(BOT).args(&args).args(["--duration", "5"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{args:?} took {:?} to fail", started.elapsed());
+    }
+    let guest = spawn_bot(
+        &["--server", &relay.url, "--room", "r", "--name", "Guest", "--password", "pw", "--duration", "6"],
+        &[],
+    );
+    wait_for_participants(&relay, 2);
+    let output = Command::new(BOT)
+        .args([
+            "--server",
+            &relay.url,
+            "--room",
+            "r",
+            "--name",
+            "Third",
+            "--password",
+            "pw",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("full"), "{stderr}");
+    for bot in [owner, guest] {
+        assert!(finish(bot).status.success());
+    }
+}
+
+/// The real cpal path: a private PulseAudio server whose null sink's monitor is the default
+/// microphone. The middle bot plays what it hears to the default output and sends what the
+/// default input captures, so the tone it plays comes back to the room through both devices.
+#[test]
+#[cfg(target_os = "linux")]
+fn real_devices_play_and_capture_through_pulseaudio() {
+    let dir = temp_dir("devices");
+    let pulse = PulseServer::start(&dir.join("pulse"))
+        .expect("a private PulseAudio server (scripts/test.sh installs it)");
+    let relay = relay(&[]);
+    let record = dir.join("rec");
+    let device_bot = spawn_bot(
+        &[
+            "--server",
+            &relay.url,
+            "--room",
+            "r",
+            "--name",
+            "Devices",
+            "--input",
+            "default",
+            "--output",
+            "default",
+            "--duration",
+            "8",
+        ],
+        &pulse.env(),
+    );
+    wait_for_participants(&relay, 1);
+    let tone_bot = spawn_bot(
+        &[
+            "--server",
+            &relay.url,
+            "--room",
+            "r",
+            "--name",
+            "Tone",
+            "--send-audio",
+            "tone:440",
+            "--record",
+            record.to_str().unwrap(),
+            "--duration",
+            "6",
+        ],
+        &[],
+    );
+    let tone_out = finish(tone_bot);
+    let device_out = finish(device_bot);
+    assert!(tone_out.status.success() && device_out.status.success());
+    let stderr = String::from_utf8_lossy(&device_out.stderr);
+    assert!(
+        !stderr.contains("going on with silence") && !stderr.contains("going on with no sound"),
+        "{stderr}"
+    );
+    let heard = chinwag_capture::read_wav_48k_mono(&record.join("Devices.wav")).unwrap();
+    let middle = &heard[heard.len() / 3..heard.len() * 2 / 3];
+    let level = tone_amplitude(middle, 440.0, 48_000);
+    let other = tone_amplitude(middle, 1000.0, 48_000);
+    eprintln!("440 Hz through speaker and microphone: amplitude {level:.3} (1 kHz: {other:.4})");
+    assert!(level > 0.05, "the tone did not come back through the devices: {level}");
+    assert!(level > 10.0 * other);
+    std::fs::remove_dir_all(dir).unwrap();
+}

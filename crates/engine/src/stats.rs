@@ -1,0 +1,110 @@
+//! What a call measured: per peer and for the call as a whole.
+
+use std::collections::VecDeque;
+
+use chinwag_proto::ParticipantId;
+
+/// How many recent samples a distribution keeps (five minutes at one a frame of 20 ms...
+/// or at one a second for RTT).
+const SAMPLES_KEPT: usize = 15_000;
+
+/// Recent values of one measurement, for percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    values: VecDeque<f32>,
+}
+
+/// The 50th and 95th percentiles of some samples, and how many there were.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub count: usize,
+}
+
+impl Samples {
+    pub fn push(&mut self, value: f32) {
+        if self.values.len() == SAMPLES_KEPT {
+            self.values.pop_front();
+        }
+        self.values.push_back(value);
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        if self.values.is_empty() {
+            return Percentiles::default();
+        }
+        let mut sorted: Vec<f32> = self.values.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        let at = |p: f64| f64::from(sorted[((sorted.len() - 1) as f64 * p).round() as usize]);
+        Percentiles { p50: at(0.5), p95: at(0.95), count: sorted.len() }
+    }
+
+    pub fn last(&self) -> Option<f32> {
+        self.values.back().copied()
+    }
+}
+
+/// The call as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    pub id: Option<ParticipantId>,
+    pub room: Option<String>,
+    pub connected: bool,
+    /// Wall-clock time (µs since the Unix epoch) the first sent sample was captured.
+    pub audio_send_start_unix_us: Option<u64>,
+    pub audio_frames_sent: u64,
+    /// Round-trip times to the relay, in milliseconds.
+    pub rtt_ms: Samples,
+    /// Everyone heard in this call, including those who left.
+    pub peers: Vec<PeerAudioStats>,
+}
+
+impl CallStats {
+    pub fn peer_mut(&mut self, id: ParticipantId) -> Option<&mut PeerAudioStats> {
+        self.peers.iter_mut().find(|peer| peer.id == id)
+    }
+}
+
+/// One remote participant's audio, as played out here.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAudioStats {
+    pub id: ParticipantId,
+    pub name: String,
+    /// Still in the room.
+    pub present: bool,
+    pub muted: bool,
+    pub camera: bool,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub packets_late: u64,
+    pub concealed_ms: u64,
+    pub fec_recovered: u64,
+    /// Wall-clock time (µs since the Unix epoch) at which the first sample of this peer's
+    /// recording was played.
+    pub record_start_unix_us: Option<u64>,
+    /// What the jitter buffer added to the delay, per played frame, in milliseconds.
+    pub jitter_buffer_ms: Samples,
+    /// From capture at the sender to playout here, per played frame, in milliseconds.
+    pub mouth_to_ear_ms: Samples,
+    /// The level of the last 10 ms played from this peer (RMS, 0 to 1), for a speaking
+    /// indicator.
+    pub level: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_ramp() {
+        let mut samples = Samples::default();
+        assert_eq!(samples.percentiles(), Percentiles::default());
+        for value in 1..=100 {
+            samples.push(value as f32);
+        }
+        let p = samples.percentiles();
+        assert_eq!((p.p50.round(), p.p95, p.count), (51.0, 95.0, 100));
+        assert_eq!(samples.last(), Some(100.0));
+    }
+}

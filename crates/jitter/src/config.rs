@@ -1,0 +1,184 @@
+//! The settings of a [`JitterBuffer`](crate::JitterBuffer) and their validation.
+
+use std::time::Duration;
+
+/// Opus frame durations in 48 kHz ticks: 2.5, 5, 10, 20, 40 and 60 ms.
+pub(crate) const OPUS_FRAME_TICKS: [u32; 6] = [120, 240, 480, 960, 1920, 2880];
+
+/// Ticks per second of the audio media timestamp (`MediaKind::Audio.clock_rate()`).
+pub(crate) const TICKS_PER_SECOND: u32 = chinwag_proto::MediaKind::Audio.clock_rate();
+
+/// How a jitter buffer adapts. `JitterConfig::default()` suits a voice call over WebSockets.
+///
+/// Every field is public so that a caller can start from the default and change what it needs;
+/// [`JitterBuffer::new`](crate::JitterBuffer::new) checks the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JitterConfig {
+    /// The frame duration assumed until the packets' timestamps show another one (three
+    /// consecutive packets one sequence number apart with the same other Opus frame step).
+    /// Must be an Opus frame duration: 2.5, 5, 10, 20, 40 or 60 ms. Default 20 ms.
+    pub frame_duration: Duration,
+    /// The lowest target delay, whatever the measured jitter. It covers what the estimator
+    /// cannot see, such as the playout side polling a little irregularly. Default 20 ms.
+    pub min_delay: Duration,
+    /// The highest target delay, and the most the buffer will hold back playout while it waits
+    /// for a missing frame: an underrun that would push the delay past it gives up, plays
+    /// [`Playout::Silence`](crate::Playout::Silence) and re-buffers. Default 500 ms.
+    pub max_delay: Duration,
+    /// How many frames the buffer may hold, counted as the span of sequence numbers from the
+    /// next frame to play. A packet beyond it pushes the oldest frames out. Default 256.
+    pub max_packets: usize,
+    /// The share of packets whose delay the target covers, between 0.5 and 1. Default 0.95.
+    pub delay_quantile: f64,
+    /// Added to the delay quantile to make the target. Default 10 ms.
+    pub delay_margin: Duration,
+    /// Time constant of the delay histogram: a packet's delay counts `1/e` as much after this
+    /// much audio has arrived behind it. Longer is steadier and lets a rare stall count for
+    /// little; shorter follows changes sooner but lets each stall raise the target for a while.
+    /// Default 20 s.
+    pub delay_memory: Duration,
+    /// How long the fastest transit time seen is remembered as the zero of relative delay.
+    /// Long enough to span a few jitter cycles, short enough that clock drift between sender
+    /// and receiver (0.2 ms/s at 200 ppm) moves it by less than a millisecond. Default 2 s.
+    pub baseline_window: Duration,
+    /// The shortest interval between two frames dropped to bring the delay down to target,
+    /// so that a burst after a stall is shed a frame at a time rather than skipped in one cut.
+    /// Default 60 ms, which sheds at most a third of the frames played.
+    pub min_drop_interval: Duration,
+    /// How long the delay must stay at least one frame above target before a frame is
+    /// dropped. The wait shrinks in proportion to the excess (two frames over wait half as
+    /// long), down to `min_drop_interval`. It keeps small wobbles of the target from costing a
+    /// dropped frame and then a concealed one. Default 200 ms.
+    pub shrink_patience: Duration,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            frame_duration: Duration::from_millis(20),
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+            max_packets: 256,
+            delay_quantile: 0.95,
+            delay_margin: Duration::from_millis(10),
+            delay_memory: Duration::from_secs(20),
+            baseline_window: Duration::from_secs(2),
+            min_drop_interval: Duration::from_millis(60),
+            shrink_patience: Duration::from_millis(200),
+        }
+    }
+}
+
+impl JitterConfig {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), JitterError> {
+        let invalid = |setting, reason| Err(JitterError::InvalidConfig { setting, reason });
+        if frame_ticks(self.frame_duration).is_none() {
+            return invalid("frame_duration", "must be an Opus frame duration (2.5, 5, 10, 20, 40 or 60 ms)");
+        }
+        if self.max_delay < self.min_delay {
+            return invalid("max_delay", "must not be below min_delay");
+        }
+        if self.max_delay < self.frame_duration {
+            return invalid("max_delay", "must be at least one frame");
+        }
+        if self.max_delay > Duration::from_secs(10) {
+            return invalid("max_delay", "must be at most 10 s");
+        }
+        if self.max_packets < 2 {
+            return invalid("max_packets", "must be at least 2");
+        }
+        if !(0.5..1.0).contains(&self.delay_quantile) {
+            return invalid("delay_quantile", "must be at least 0.5 and below 1");
+        }
+        if self.delay_memory < self.frame_duration {
+            return invalid("delay_memory", "must be at least one frame");
+        }
+        if self.baseline_window < self.frame_duration {
+            return invalid("baseline_window", "must be at least one frame");
+        }
+        Ok(())
+    }
+}
+
+/// The frame duration in 48 kHz ticks, when it is an Opus frame duration.
+pub(crate) fn frame_ticks(duration: Duration) -> Option<u32> {
+    let ticks = duration.as_nanos() * u128::from(TICKS_PER_SECOND) / 1_000_000_000;
+    OPUS_FRAME_TICKS
+        .into_iter()
+        .find(|&t| u128::from(t) == ticks && ticks_to_duration(i64::from(t)) == duration)
+}
+
+/// Nanoseconds in `ticks` of the 48 kHz media clock.
+pub(crate) const fn ticks_to_nanos(ticks: i64) -> i64 {
+    // 1e9 / 48_000 = 62_500 / 3, exact for every whole number of ticks up to the division.
+    ticks * 62_500 / 3
+}
+
+/// The duration of `ticks` (zero when negative).
+pub(crate) fn ticks_to_duration(ticks: i64) -> Duration {
+    nanos_to_duration(ticks_to_nanos(ticks))
+}
+
+/// The duration of `nanos` (zero when negative).
+pub(crate) fn nanos_to_duration(nanos: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+/// `duration` in nanoseconds, saturating far beyond any delay this crate handles.
+pub(crate) fn duration_to_nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// What can be wrong when creating a jitter buffer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JitterError {
+    /// A [`JitterConfig`] setting is out of range or contradicts another.
+    #[error("invalid jitter buffer setting {setting}: {reason}")]
+    InvalidConfig { setting: &'static str, reason: &'static str },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(JitterConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn opus_frame_durations_are_accepted_and_others_refused() {
+        for (ms_x2, ticks) in [(5, 120), (10, 240), (20, 480), (40, 960), (80, 1920), (120, 2880)] {
+            assert_eq!(frame_ticks(Duration::from_micros(ms_x2 * 500)), Some(ticks));
+        }
+        assert_eq!(frame_ticks(Duration::from_millis(15)), None);
+        assert_eq!(frame_ticks(Duration::from_micros(20_001)), None);
+        let config = JitterConfig { frame_duration: Duration::from_millis(30), ..Default::default() };
+        assert!(matches!(
+            config.validate(),
+            Err(JitterError::InvalidConfig { setting: "frame_duration", .. })
+        ));
+    }
+
+    #[test]
+    fn contradictory_settings_are_named() {
+        let config = JitterConfig { min_delay: Duration::from_secs(1), ..Default::default() };
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.to_string(), "invalid jitter buffer setting max_delay: must not be below min_delay");
+        let config = JitterConfig { delay_quantile: 1.0, ..Default::default() };
+        assert!(matches!(
+            config.validate(),
+            Err(JitterError::InvalidConfig { setting: "delay_quantile", .. })
+        ));
+    }
+
+    #[test]
+    fn tick_conversions_are_exact() {
+        assert_eq!(ticks_to_nanos(960), 20_000_000);
+        assert_eq!(ticks_to_nanos(48_000), 1_000_000_000);
+        assert_eq!(ticks_to_duration(-5), Duration::ZERO);
+        assert_eq!(duration_to_nanos(Duration::from_millis(3)), 3_000_000);
+    }
+}
