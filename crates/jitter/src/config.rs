@@ -23,7 +23,10 @@ pub struct JitterConfig {
     pub min_delay: Duration,
     /// The highest target delay, and the most the buffer will hold back playout while it waits
     /// for a missing frame: an underrun that would push the delay past it gives up, plays
-    /// [`Playout::Silence`](crate::Playout::Silence) and re-buffers. Default 500 ms.
+    /// [`Playout::Silence`](crate::Playout::Silence) and re-buffers. Default 250 ms: past it a
+    /// conversation suffers more from the delay than from the gap (ITU-T G.114 puts the limit
+    /// of acceptable one-way delay at 400 ms, all stages together), so the audio held up by a
+    /// long TCP stall is given up rather than played late.
     pub max_delay: Duration,
     /// How many frames the buffer may hold, counted as the span of sequence numbers from the
     /// next frame to play. A packet beyond it pushes the oldest frames out. Default 256.
@@ -57,7 +60,7 @@ impl Default for JitterConfig {
         Self {
             frame_duration: Duration::from_millis(20),
             min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(500),
+            max_delay: Duration::from_millis(250),
             max_packets: 256,
             delay_quantile: 0.95,
             delay_margin: Duration::from_millis(10),

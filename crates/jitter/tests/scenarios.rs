@@ -30,7 +30,11 @@ fn for_each_seed(scenario: impl Fn(u64) -> Scenario, check: impl Fn(&Run)) {
 /// A buffer that never drops frames to bring its delay down: the naive variant that the stall
 /// and drift checks must catch.
 fn never_sheds() -> JitterConfig {
-    JitterConfig { shrink_patience: Duration::from_secs(3600), ..JitterConfig::default() }
+    JitterConfig {
+        shrink_patience: Duration::from_secs(3600),
+        max_delay: Duration::from_millis(500),
+        ..JitterConfig::default()
+    }
 }
 
 #[test]
@@ -106,10 +110,14 @@ fn tcp_stalls_are_concealed_then_shed_back_to_target_within_seconds() {
                 "back within target + 1 frame: {worst:?}"
             );
             assert!(outside.conceal_share < 0.01, "{outside:?}");
-            assert_eq!(run.stats.packets_late, 0, "over TCP nothing arrives after the buffer gave it up");
             let summary = run.summary();
             assert!(summary.delay_p50 <= millis(120), "{summary:?}");
-            assert!(summary.silence_polls == 0, "a 400 ms stall never makes the buffer give up");
+            // The audio held up by a stall longer than the maximum delay is given up (it arrives
+            // late and is discarded) rather than played late: the delay never passes 250 ms.
+            assert!(summary.delay_max <= millis(250), "{summary:?}");
+            assert!(
+                summary.conceal_share + summary.silence_polls as f64 / run.playing().len() as f64 <= 0.08
+            );
             // The target rises to cover part of frequent stalls, but stays far from the maximum.
             let mut targets: Vec<_> = run.playing().iter().map(|p| p.target).collect();
             targets.sort();
