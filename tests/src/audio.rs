@@ -85,6 +85,80 @@ pub fn to_i16(samples: &[f32]) -> Vec<i16> {
     samples.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16).collect()
 }
 
+/// What a call did to speech, from the sent file, the receiver's recording of the sender, and
+/// both bots' stats.
+#[derive(Debug, Clone)]
+pub struct SpeechReport {
+    /// Where the speech starts in the recording, in samples.
+    pub lag: usize,
+    /// How well the recording matches what was sent there (1 is identical).
+    pub correlation: f32,
+    /// Mouth to ear from the recording: wall-clock time the speech was heard minus when it
+    /// was captured.
+    pub measured_ms: f64,
+    /// Mouth to ear as the receiver reported it.
+    pub reported_p50_ms: f64,
+    pub reported_p95_ms: f64,
+    /// PESQ-WB (P.862.2 MOS-LQO) of the recording against what was sent.
+    pub pesq_wb: f32,
+}
+
+/// Compares `recording` (48 kHz, as the receiver wrote it) with `sent` (48 kHz), using the
+/// sender's `audio_send_start_unix_us` and the receiver's stats for the sender's name.
+pub fn speech_report(
+    sent: &[f32],
+    recording: &[f32],
+    sender_stats: &serde_json::Value,
+    receiver_stats: &serde_json::Value,
+    sender_name: &str,
+) -> anyhow::Result<SpeechReport> {
+    let (lag, correlation) = best_lag(sent, recording, 48_000 * 4);
+    let heard = receiver_stats["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().rev().find(|peer| peer["name"] == sender_name))
+        .context("the receiver's stats do not list the sender")?;
+    let audio = &heard["audio"];
+    let record_start = audio["record_start_unix_us"].as_f64().context("no record_start_unix_us")?;
+    let send_start =
+        sender_stats["audio_send_start_unix_us"].as_f64().context("no audio_send_start_unix_us")?;
+    let measured_ms = (record_start + lag as f64 / 48.0 * 1000.0 - send_start) / 1000.0;
+    let aligned = &recording[lag.min(recording.len())..(lag + sent.len()).min(recording.len())];
+    let reference = chinwag_codec::resample_all(sent, 48_000, 16_000)?;
+    let degraded = chinwag_codec::resample_all(aligned, 48_000, 16_000)?;
+    let pesq_wb =
+        pesq::pesq_wb(&to_i16(&reference), &to_i16(&degraded)).map_err(|e| anyhow::anyhow!("PESQ: {e:?}"))?;
+    Ok(SpeechReport {
+        lag,
+        correlation,
+        measured_ms,
+        reported_p50_ms: audio["mouth_to_ear_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+        reported_p95_ms: audio["mouth_to_ear_ms"]["p95"].as_f64().unwrap_or(f64::NAN),
+        pesq_wb,
+    })
+}
+
+/// PESQ-WB of `speech` through Opus alone (encode and decode in this process, no network, no
+/// jitter buffer): the best a call can score with this codec setting.
+pub fn opus_pesq_wb(speech: &[f32], config: chinwag_codec::VoiceConfig) -> anyhow::Result<f32> {
+    let frame = config.frame;
+    let mut encoder = chinwag_codec::VoiceEncoder::new(config)?;
+    let mut decoder = chinwag_codec::VoiceDecoder::new();
+    let mut decoded = Vec::with_capacity(speech.len());
+    let mut packet = Vec::new();
+    for chunk in speech.chunks(frame.samples()) {
+        let mut pcm = chunk.to_vec();
+        pcm.resize(frame.samples(), 0.0);
+        encoder.encode(&pcm, &mut packet)?;
+        decoded.extend_from_slice(decoder.decode(&packet)?);
+    }
+    // Opus delays its output by its lookahead; line the decoded speech up with the input.
+    let delay = (chinwag_codec::CODEC_DELAY.as_secs_f64() * 48_000.0).round() as usize;
+    let aligned = &decoded[delay.min(decoded.len())..];
+    let reference = chinwag_codec::resample_all(speech, 48_000, 16_000)?;
+    let degraded = chinwag_codec::resample_all(aligned, 48_000, 16_000)?;
+    pesq::pesq_wb(&to_i16(&reference), &to_i16(&degraded)).map_err(|e| anyhow::anyhow!("PESQ: {e:?}"))
+}
+
 /// A private PulseAudio server with a null sink as default output and its monitor as default
 /// input, reachable by children started with [`PulseServer::env`]. Killed when dropped.
 pub struct PulseServer {

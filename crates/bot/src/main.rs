@@ -169,6 +169,7 @@ fn stats_json(stats: &CallStats) -> serde_json::Value {
                     "fec_recovered": peer.fec_recovered,
                     "record_start_unix_us": peer.record_start_unix_us,
                     "jitter_buffer_ms": percentiles(peer.jitter_buffer_ms.percentiles()),
+                    "jitter_target_ms": peer.jitter_target_ms,
                     "mouth_to_ear_ms": percentiles(peer.mouth_to_ear_ms.percentiles()),
                 },
             })

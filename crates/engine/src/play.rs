@@ -20,6 +20,8 @@ use crate::{CallConfig, CallEvent, Command, OutputSpec, Shared, Volumes, lock, o
 
 /// The mixer's period: 10 ms at 48 kHz.
 const TICK_SAMPLES: usize = 480;
+/// How much silence one `Playout::Silence` stands for: 2.5 ms, the finest Opus step.
+const SILENCE_STEP_SAMPLES: usize = 120;
 /// Capture times remembered per peer, to pair with frames as they are played.
 const CAPTURES_KEPT: usize = 256;
 
@@ -101,6 +103,7 @@ pub(crate) fn run(
                 peer_stats.packets_lost = jitter.packets_lost;
                 peer_stats.packets_late = jitter.packets_late;
                 peer_stats.fec_recovered = jitter.fec_recovered;
+                peer_stats.jitter_target_ms = jitter.target_delay.as_secs_f32() * 1000.0;
                 peer_stats.concealed_ms = jitter.frames_concealed * jitter.frame_duration.as_millis() as u64;
                 if frames_started > 0 {
                     peer_stats.jitter_buffer_ms.push(jitter.playout_delay.as_secs_f32() * 1000.0);
@@ -223,7 +226,10 @@ fn fill(
             }
             Playout::Conceal { .. } => peer.decoder.conceal(frame_samples),
             Playout::Silence => {
-                peer.decoded.extend(std::iter::repeat_n(0.0, frame_samples));
+                // Nothing to play yet (or any more): fill only 2.5 ms, so that the buffer is
+                // asked again soon and its first frame starts within 2.5 ms of being due,
+                // rather than up to a whole frame later.
+                peer.decoded.extend(std::iter::repeat_n(0.0, SILENCE_STEP_SAMPLES));
                 continue;
             }
         };

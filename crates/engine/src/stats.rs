@@ -85,6 +85,8 @@ pub struct PeerAudioStats {
     pub record_start_unix_us: Option<u64>,
     /// What the jitter buffer added to the delay, per played frame, in milliseconds.
     pub jitter_buffer_ms: Samples,
+    /// The delay the jitter buffer aims for now, in milliseconds.
+    pub jitter_target_ms: f32,
     /// From capture at the sender to playout here, per played frame, in milliseconds.
     pub mouth_to_ear_ms: Samples,
     /// The level of the last 10 ms played from this peer (RMS, 0 to 1), for a speaking

@@ -709,14 +709,24 @@ mod tests {
         MediaTimestamp(frame.wrapping_mul(960))
     }
 
+    /// A 20 ms minimum target and a 10 ms margin: round numbers that make the expected
+    /// timings below easy to follow, independent of the defaults.
+    fn test_config() -> JitterConfig {
+        JitterConfig {
+            min_delay: Duration::from_millis(20),
+            delay_margin: Duration::from_millis(10),
+            ..JitterConfig::default()
+        }
+    }
+
     fn buffer() -> JitterBuffer {
-        JitterBuffer::new(JitterConfig::default()).expect("default config is valid")
+        JitterBuffer::new(test_config()).expect("the test config is valid")
     }
 
     /// A buffer allowed to wait up to 500 ms, so that a 400 ms stall is waited out rather than
     /// given up: the unit tests below check waiting and shedding on their own.
     fn patient_buffer() -> JitterBuffer {
-        let config = JitterConfig { max_delay: Duration::from_millis(500), ..JitterConfig::default() };
+        let config = JitterConfig { max_delay: Duration::from_millis(500), ..test_config() };
         JitterBuffer::new(config).expect("a 500 ms maximum is valid")
     }
 

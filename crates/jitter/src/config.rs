@@ -19,7 +19,8 @@ pub struct JitterConfig {
     /// Must be an Opus frame duration: 2.5, 5, 10, 20, 40 or 60 ms. Default 20 ms.
     pub frame_duration: Duration,
     /// The lowest target delay, whatever the measured jitter. It covers what the estimator
-    /// cannot see, such as the playout side polling a little irregularly. Default 20 ms.
+    /// cannot see, such as the playout side polling a little irregularly. Default 10 ms: with
+    /// the 5 ms margin, a clean network costs a call no more than this.
     pub min_delay: Duration,
     /// The highest target delay, and the most the buffer will hold back playout while it waits
     /// for a missing frame: an underrun that would push the delay past it gives up, plays
@@ -33,7 +34,9 @@ pub struct JitterConfig {
     pub max_packets: usize,
     /// The share of packets whose delay the target covers, between 0.5 and 1. Default 0.95.
     pub delay_quantile: f64,
-    /// Added to the delay quantile to make the target. Default 10 ms.
+    /// Added to the delay quantile to make the target. Default 5 ms, measured on loopback to
+    /// keep mouth-to-ear within 30 ms at 10 ms frames; under 0–60 ms of jitter it still
+    /// conceals well under 2 % of frames (see the scenario tests).
     pub delay_margin: Duration,
     /// Time constant of the delay histogram: a packet's delay counts `1/e` as much after this
     /// much audio has arrived behind it. Longer is steadier and lets a rare stall count for
@@ -59,11 +62,11 @@ impl Default for JitterConfig {
     fn default() -> Self {
         Self {
             frame_duration: Duration::from_millis(20),
-            min_delay: Duration::from_millis(20),
+            min_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(250),
             max_packets: 256,
             delay_quantile: 0.95,
-            delay_margin: Duration::from_millis(10),
+            delay_margin: Duration::from_millis(5),
             delay_memory: Duration::from_secs(20),
             baseline_window: Duration::from_secs(2),
             min_drop_interval: Duration::from_millis(60),

@@ -181,7 +181,9 @@ fn duplicates_are_counted_and_never_played_twice() {
         |run| {
             assert!(run.n_copies > 200, "the trace has duplicates: {}", run.n_copies);
             assert_eq!(run.stats.frames_played, run.n_sent);
-            assert_eq!(run.summary().concealed, 0);
+            // Duplicates cost nothing; the 20 ms of jitter may cost a frame of concealment now
+            // and then with the thin default margin.
+            assert!(run.summary().conceal_share < 0.001, "{:?}", run.summary());
         },
     );
 }

@@ -1,0 +1,96 @@
+//! Mouth-to-ear delay and speech quality between two bots on clean loopback.
+//!
+//! Starts `chinwag-relay` and two `chinwag-bot` processes (built next to this program): one
+//! records, the other sends synthetic speech from espeak-ng, once with 20 ms and once with
+//! 10 ms Opus frames. Reports the receiver's mouth-to-ear delay (and the same measured from
+//! its recording), and PESQ-WB of the recording against the sent speech, with Opus alone
+//! (encode and decode in this process, no network) as the baseline measured in the same run.
+//!
+//! ```text
+//! cargo build --release -p chinwag-relay -p chinwag-bot -p chinwag-e2e
+//! target/release/call-quality-bench
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chinwag_codec::FrameDuration;
+use chinwag_e2e::RelayProcess;
+use chinwag_e2e::audio::{opus_pesq_wb, speech_report, speech_wav};
+
+const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should sound as clear as this, \
+                    with no delay that anyone can notice, from the first word to the last.";
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .expect("the program knows where it is")
+        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("chinwag-quality-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let speech = speech_wav(&dir, TEXT)?;
+    let sent = chinwag_capture::read_wav_48k_mono(&speech)?;
+    println!("speech: {:.1} s from espeak-ng", sent.len() as f64 / 48_000.0);
+    for (frame_ms, frame) in [(20, FrameDuration::Ms20), (10, FrameDuration::Ms10)] {
+        let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+        let run_dir = dir.join(format!("{frame_ms}ms"));
+        let report = run_call(&relay, &run_dir, &speech, frame_ms)?;
+        let sent_stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("speaker.json"))?)?;
+        let heard_stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("listener.json"))?)?;
+        let recording = chinwag_capture::read_wav_48k_mono(&report.join("Speaker.wav"))?;
+        let result = speech_report(&sent, &recording, &sent_stats, &heard_stats, "Speaker")?;
+        let baseline = opus_pesq_wb(&sent, chinwag_codec::VoiceConfig { frame, ..Default::default() })?;
+        let jitter = &heard_stats["peers"][0]["audio"]["jitter_buffer_ms"];
+        println!(
+            "{frame_ms} ms frames: mouth-to-ear p50 {:.1} ms, p95 {:.1} ms (from the recording {:.1} ms; jitter buffer p50 {:.1} ms); \
+             PESQ-WB {:.3} against Opus alone {:.3} (ratio {:.3}); correlation {:.3}",
+            result.reported_p50_ms,
+            result.reported_p95_ms,
+            result.measured_ms,
+            jitter["p50"].as_f64().unwrap_or(f64::NAN),
+            result.pesq_wb,
+            baseline,
+            result.pesq_wb / baseline,
+            result.correlation,
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Runs one call; returns the recording folder.
+fn run_call(relay: &RelayProcess, dir: &Path, speech: &Path, frame_ms: u32) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let record = dir.join("rec");
+    let bot = sibling("chinwag-bot");
+    let frame = frame_ms.to_string();
+    let common = |name: &str, json: &Path| {
+        let mut command = Command::new(&bot);
+        command.args(["--server", &relay.url, "--room", "quality", "--name", name, "--frame-ms", &frame]);
+        command.arg("--stats-json").arg(json);
+        command
+    };
+    let mut listener = common("Listener", &dir.join("listener.json"))
+        .arg("--record")
+        .arg(&record)
+        .args(["--duration", "13"])
+        .spawn()
+        .context("start the listening bot (build it with cargo build --release -p chinwag-bot)")?;
+    std::thread::sleep(Duration::from_millis(700));
+    let speaker = common("Speaker", &dir.join("speaker.json"))
+        .arg("--send-audio")
+        .arg(speech)
+        .args(["--duration", "11"])
+        .status()?;
+    let heard = listener.wait()?;
+    if !speaker.success() || !heard.success() {
+        bail!("a bot failed: speaker {speaker}, listener {heard}");
+    }
+    Ok(record)
+}
