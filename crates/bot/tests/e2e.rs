@@ -21,9 +21,11 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn spawn_bot(args: &[&str], env: &[(String, String)]) -> Child {
+/// Starts a bot named `name` in room "r" on `server`, with `extra` flags.
+fn spawn_bot(server: &str, name: &str, extra: &[&str], env: &[(String, String)]) -> Child {
     Command::new(BOT)
-        .args(args)
+        .args(["--server", server, "--room", "r", "--name", name])
+        .args(extra)
         .envs(env.iter().cloned())
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -68,31 +70,16 @@ fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
     let relay = relay(&[]);
     let (record, b_json, a_json) = (dir.join("rec"), dir.join("b.json"), dir.join("a.json"));
     let listener = spawn_bot(
-        &[
-            "--server",
-            &relay.url,
-            "--room",
-            "r",
-            "--name",
-            "Listener",
-            "--record",
-            record.to_str().unwrap(),
-            "--duration",
-            "10",
-            "--stats-json",
-            b_json.to_str().unwrap(),
-        ],
+        &relay.url,
+        "Listener",
+        &["--record", record.to_str().unwrap(), "--duration", "10", "--stats-json", b_json.to_str().unwrap()],
         &[],
     );
     wait_for_participants(&relay, 1);
     let speaker = spawn_bot(
+        &relay.url,
+        "Speaker",
         &[
-            "--server",
-            &relay.url,
-            "--room",
-            "r",
-            "--name",
-            "Speaker",
             "--send-audio",
             speech.to_str().unwrap(),
             "--duration",
@@ -134,27 +121,13 @@ fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
     let addr = first.addr.to_string();
     let (record, b_json) = (dir.join("rec"), dir.join("b.json"));
     let listener = spawn_bot(
-        &[
-            "--server",
-            &addr,
-            "--room",
-            "r",
-            "--name",
-            "Listener",
-            "--record",
-            record.to_str().unwrap(),
-            "--duration",
-            "12",
-            "--stats-json",
-            b_json.to_str().unwrap(),
-        ],
+        &addr,
+        "Listener",
+        &["--record", record.to_str().unwrap(), "--duration", "12", "--stats-json", b_json.to_str().unwrap()],
         &[],
     );
     wait_for_participants(&first, 1);
-    let speaker = spawn_bot(
-        &["--server", &addr, "--room", "r", "--name", "Tone", "--send-audio", "tone:440", "--duration", "11"],
-        &[],
-    );
+    let speaker = spawn_bot(&addr, "Tone", &["--send-audio", "tone:440", "--duration", "11"], &[]);
     wait_for_participants(&first, 2);
     std::thread::sleep(Duration::from_secs(2));
     drop(first);
@@ -190,10 +163,7 @@ fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
 #[test]
 fn bots_that_cannot_join_exit_with_a_one_line_reason() {
     let relay = relay(&["--max-participants", "2"]);
-    let owner = spawn_bot(
-        &["--server", &relay.url, "--room", "r", "--name", "Owner", "--password", "pw", "--duration", "8"],
-        &[],
-    );
+    let owner = spawn_bot(&relay.url, "Owner", &["--password", "pw", "--duration", "8"], &[]);
     wait_for_participants(&relay, 1);
     let failures = [
         (
@@ -228,10 +198,7 @@ fn bots_that_cannot_join_exit_with_a_one_line_reason() {
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(started.elapsed() < Duration::from_secs(4), "{args:?} took {:?} to fail", started.elapsed());
     }
-    let guest = spawn_bot(
-        &["--server", &relay.url, "--room", "r", "--name", "Guest", "--password", "pw", "--duration", "6"],
-        &[],
-    );
+    let guest = spawn_bot(&relay.url, "Guest", &["--password", "pw", "--duration", "6"], &[]);
     wait_for_participants(&relay, 2);
     let output = Command::new(BOT)
         .args([
@@ -267,38 +234,16 @@ fn real_devices_play_and_capture_through_pulseaudio() {
     let relay = relay(&[]);
     let record = dir.join("rec");
     let device_bot = spawn_bot(
-        &[
-            "--server",
-            &relay.url,
-            "--room",
-            "r",
-            "--name",
-            "Devices",
-            "--input",
-            "default",
-            "--output",
-            "default",
-            "--duration",
-            "8",
-        ],
+        &relay.url,
+        "Devices",
+        &["--input", "default", "--output", "default", "--duration", "8"],
         &pulse.env(),
     );
     wait_for_participants(&relay, 1);
     let tone_bot = spawn_bot(
-        &[
-            "--server",
-            &relay.url,
-            "--room",
-            "r",
-            "--name",
-            "Tone",
-            "--send-audio",
-            "tone:440",
-            "--record",
-            record.to_str().unwrap(),
-            "--duration",
-            "6",
-        ],
+        &relay.url,
+        "Tone",
+        &["--send-audio", "tone:440", "--record", record.to_str().unwrap(), "--duration", "6"],
         &[],
     );
     let tone_out = finish(tone_bot);
