@@ -11,9 +11,11 @@
 
 mod opus_voice;
 mod resample;
+mod video;
 
 pub use opus_voice::{CODEC_DELAY, FrameDuration, VoiceConfig, VoiceDecoder, VoiceEncoder};
 pub use resample::{Resampler, resample_all};
+pub use video::VideoFrame;
 
 /// The one sample rate the codec and the engine run at.
 pub const SAMPLE_RATE: u32 = 48_000;
