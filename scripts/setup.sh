@@ -5,8 +5,9 @@
 set -euo pipefail
 
 # Packages to build everything: a C compiler and pkg-config for the crates that build C, and
-# cmake for libopus, which the opus crate builds from source, and ALSA headers for cpal.
-CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake libasound2-dev)
+# cmake for libopus and libjpeg-turbo, which their crates build from source; nasm for
+# libjpeg-turbo's SIMD; ALSA headers for cpal; libclang for the camera bindings (nokhwa).
+CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake nasm libasound2-dev libclang-dev)
 # Extra packages the tests use: kill for signal tests; a private PulseAudio server with a null
 # sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech.
 CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox)

@@ -177,6 +177,21 @@ impl TestClient {
         Ok(TestClient { ws })
     }
 
+    /// Opens a plain `ws://` WebSocket whose socket has a small receive buffer (`bytes`), so
+    /// that a client reading slowly slows the relay's sending at once, as a slow link would.
+    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> anyhow::Result<TestClient> {
+        let addr: SocketAddr =
+            url.strip_prefix("ws://").ok_or_else(|| anyhow!("plain ws:// only"))?.parse()?;
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_recv_buffer_size(bytes)?;
+        let tcp = socket.connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let endpoint = format!("{url}{}", chinwag_proto::WS_PATH);
+        let (ws, _) = tokio_tungstenite::client_async(endpoint, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(TestClient { ws })
+    }
+
     /// Connects and joins; fails unless the relay answers with `welcome`.
     pub async fn join(
         url: &str,

@@ -86,6 +86,12 @@ pub struct Args {
     /// counts as too slow and is disconnected [default: 1000].
     #[arg(long, value_name = "MS")]
     pub receiver_max_delay_ms: Option<u64>,
+
+    /// Kernel send buffer per connection in bytes, 0 for the system's own sizing
+    /// [default: 262144]. A small one keeps a slow receiver's backlog in the relay's queue,
+    /// where old video is replaced by new, instead of seconds of it in the kernel.
+    #[arg(long, value_name = "BYTES")]
+    pub socket_send_buffer: Option<usize>,
 }
 
 /// The relay's settings, validated.
@@ -105,6 +111,7 @@ pub struct Config {
     pub receiver_audio_bytes: usize,
     pub receiver_video_bytes: usize,
     pub receiver_max_delay: Duration,
+    pub socket_send_buffer: Option<usize>,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -150,6 +157,7 @@ impl Default for Config {
             receiver_audio_bytes: 256 << 10,
             receiver_video_bytes: 4 << 20,
             receiver_max_delay: Duration::from_millis(1000),
+            socket_send_buffer: Some(256 << 10),
         }
     }
 }
@@ -189,6 +197,7 @@ impl Args {
             receiver_audio_bytes: self.receiver_audio_bytes.or(other.receiver_audio_bytes),
             receiver_video_bytes: self.receiver_video_bytes.or(other.receiver_video_bytes),
             receiver_max_delay_ms: self.receiver_max_delay_ms.or(other.receiver_max_delay_ms),
+            socket_send_buffer: self.socket_send_buffer.or(other.socket_send_buffer),
         }
     }
 
@@ -250,6 +259,11 @@ impl Args {
                 10,
                 defaults.receiver_max_delay.as_millis() as u64,
             )?),
+            socket_send_buffer: match self.socket_send_buffer {
+                Some(0) => None,
+                Some(bytes) => Some(at_least("socket-send-buffer", Some(bytes), 4096, bytes)?),
+                None => defaults.socket_send_buffer,
+            },
         };
         if config.max_name_chars > MAX_NAME_CHARS {
             return Err(invalid("max-name-chars", format!("must be at most {MAX_NAME_CHARS}")));

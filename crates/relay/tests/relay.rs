@@ -424,3 +424,64 @@ async fn a_receiver_that_never_reads_slows_nobody_and_memory_stays_bounded() {
     assert!(metric(&metrics, "chinwag_dropped_frames_total{reason=\"video_superseded\"}").unwrap() > 0);
     assert_eq!(metric(&metrics, "chinwag_participants"), Some(2), "the stalled receiver was disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_gets_thinned_video_and_all_audio_while_others_keep_the_full_rate() {
+    let relay = relay(&[]);
+    let (mut sender, _) = TestClient::join(&relay.url, "r", "Sender", None).await.unwrap();
+    let (mut fast, _) = TestClient::join(&relay.url, "r", "Fast", None).await.unwrap();
+    let mut slow = TestClient::connect_with_receive_buffer(&relay.url, 32 * 1024).await.unwrap();
+    slow.join_here("r", "Slow", None).await.unwrap();
+
+    // 6 s of 50 audio frames/s and 30 video frames/s of 60 kB: 1.8 MB/s of video.
+    const SECONDS: u32 = 6;
+    let send = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let video = vec![0x33u8; 60_000];
+        for step in 0..SECONDS * 100 {
+            tick.tick().await;
+            if step % 2 == 0 {
+                sender.send_binary(frame(MediaKind::Audio, 0, step / 2, &[0; 80])).await.unwrap();
+            }
+            if step % 10 == 0 || step % 10 == 3 || step % 10 == 7 {
+                sender.send_binary(frame(MediaKind::Video, 0, step, &video)).await.unwrap();
+            }
+        }
+        sender
+    });
+    // The slow receiver takes about 600 kB/s: a 100 ms pause after each video frame.
+    let count = |mut client: TestClient, pause: Duration| {
+        tokio::spawn(async move {
+            let (mut audio, mut video) = (0u32, 0u32);
+            while let Ok(received) = client.next_media(Duration::from_secs(2)).await {
+                match MediaHeader::decode(&received).unwrap().0.kind {
+                    MediaKind::Audio => audio += 1,
+                    MediaKind::Video => {
+                        video += 1;
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+            (audio, video, client)
+        })
+    };
+    let fast = count(fast, Duration::ZERO);
+    let slow = count(slow, Duration::from_millis(100));
+    let _sender = send.await.unwrap();
+    let (fast_audio, fast_video, _fast) = fast.await.unwrap();
+    let (slow_audio, slow_video, _slow) = slow.await.unwrap();
+    eprintln!("fast: {fast_audio} audio, {fast_video} video; slow: {slow_audio} audio, {slow_video} video");
+    let (audio_sent, video_sent) = (SECONDS * 50, SECONDS * 30);
+    assert_eq!(fast_audio, audio_sent);
+    assert!(fast_video >= video_sent * 95 / 100, "the fast receiver kept the full rate: {fast_video}");
+    assert_eq!(slow_audio, audio_sent, "the slow receiver got every audio frame");
+    assert!(slow_video < video_sent * 60 / 100, "the slow receiver's video was thinned: {slow_video}");
+    assert!(slow_video >= video_sent / 10, "but it still got video: {slow_video}");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert!(metric(&metrics, "chinwag_dropped_frames_total{reason=\"video_superseded\"}").unwrap() > 0);
+    assert_eq!(
+        metric(&metrics, "chinwag_errors_sent_total{code=\"too_slow\"}"),
+        Some(0),
+        "nobody was cut off"
+    );
+}
