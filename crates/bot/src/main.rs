@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chinwag_codec::{FrameDuration, VoiceConfig};
-use chinwag_engine::{Call, CallConfig, CallEvent, CallStats, InputSpec, OutputSpec, Percentiles};
+use chinwag_engine::{
+    Call, CallConfig, CallEvent, CallStats, InputSpec, OutputSpec, Percentiles, VideoInput, VideoSettings,
+};
 use chinwag_transport::TransportConfig;
 use clap::Parser;
 use serde_json::json;
@@ -54,6 +56,15 @@ struct Args {
     /// Opus bitrate in bits per second.
     #[arg(long, default_value_t = 32_000)]
     bitrate: u32,
+    /// What video to send: the test pattern, a camera (camera or camera:NAME), or none.
+    #[arg(long, value_name = "pattern|camera[:NAME]|none", default_value = "none")]
+    send_video: String,
+    /// Video size to send.
+    #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = clap::builder::ValueParser::new(video_size))]
+    video_size: (u32, u32),
+    /// Video frames per second to send.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    video_fps: u32,
 }
 
 fn main() {
@@ -104,6 +115,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         name => OutputSpec::Device(Some(name.to_owned())),
     };
     config.record_dir = args.record.clone();
+    config.video = VideoSettings {
+        input: match args.send_video.as_str() {
+            "none" => VideoInput::None,
+            "pattern" => VideoInput::Pattern,
+            "camera" => VideoInput::Camera(None),
+            other => match other.strip_prefix("camera:") {
+                Some(name) => VideoInput::Camera(Some(name.to_owned())),
+                None => bail!("--send-video {other}: use pattern, camera, camera:NAME or none"),
+            },
+        },
+        width: args.video_size.0,
+        height: args.video_size.1,
+        fps: args.video_fps,
+    };
     config.voice = VoiceConfig {
         frame: FrameDuration::from_millis(args.frame_ms).expect("the parser allows only 10 and 20"),
         bitrate_bps: args.bitrate,
@@ -172,6 +197,15 @@ fn stats_json(stats: &CallStats) -> serde_json::Value {
                     "jitter_target_ms": peer.jitter_target_ms,
                     "mouth_to_ear_ms": percentiles(peer.mouth_to_ear_ms.percentiles()),
                 },
+                "video": {
+                    "frames_received": peer.video_frames_received,
+                    "fps": peer.video_fps(),
+                    "width": peer.video_width,
+                    "height": peer.video_height,
+                    "bytes_received": peer.video_bytes_received,
+                    "decode_errors": peer.video_decode_errors,
+                    "glass_to_glass_ms": percentiles(peer.glass_to_glass_ms.percentiles()),
+                },
             })
         })
         .collect();
@@ -180,6 +214,8 @@ fn stats_json(stats: &CallStats) -> serde_json::Value {
         "room": stats.room,
         "audio_send_start_unix_us": stats.audio_send_start_unix_us,
         "audio_frames_sent": stats.audio_frames_sent,
+        "video_frames_sent": stats.video_frames_sent,
+        "video_bytes_sent": stats.video_bytes_sent,
         "rtt_ms": percentiles(stats.rtt_ms.percentiles()),
         "peers": peers,
     })
@@ -191,4 +227,14 @@ fn frame_ms(text: &str) -> Result<u32, String> {
         "20" => Ok(20),
         _ => Err("Opus frames here are 10 or 20 ms".into()),
     }
+}
+
+fn video_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, like 640x480")?;
+    let parse = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("{v:?} is not a whole number"));
+    let (w, h) = (parse(w)?, parse(h)?);
+    if !(16..=1920).contains(&w) || !(16..=1080).contains(&h) {
+        return Err("the size must be between 16x16 and 1920x1080".into());
+    }
+    Ok((w, h))
 }

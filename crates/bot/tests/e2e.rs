@@ -1,65 +1,12 @@
 //! Bots and a relay as separate processes on loopback: what one says, the other hears.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chinwag_e2e::audio::{PulseServer, rms, speech_report, speech_wav, tone_amplitude};
-use chinwag_e2e::{RelayProcess, http_get, metric, workspace_binary};
-use serde_json::Value;
-
-const BOT: &str = env!("CARGO_BIN_EXE_chinwag-bot");
-
-fn relay(args: &[&str]) -> RelayProcess {
-    RelayProcess::start(&workspace_binary("chinwag-relay"), args).expect("relay starts")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chinwag-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts a bot named `name` in room "r" on `server`, with `extra` flags.
-fn spawn_bot(server: &str, name: &str, extra: &[&str], env: &[(String, String)]) -> Child {
-    Command::new(BOT)
-        .args(["--server", server, "--room", "r", "--name", name])
-        .args(extra)
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bot starts")
-}
-
-fn finish(bot: Child) -> Output {
-    let output = bot.wait_with_output().unwrap();
-    eprintln!("bot: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-fn stats(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Waits until the relay has `n` participants.
-fn wait_for_participants(relay: &RelayProcess, n: u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, text) = runtime.block_on(http_get(relay.addr, "/metrics")).unwrap();
-        if metric(&text, "chinwag_participants") == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the relay never had {n} participants");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn peer<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["peers"].as_array().unwrap().iter().rev().find(|peer| peer["name"] == name).expect("peer in stats")
-}
+use common::{BOT, finish, peer, relay, spawn_bot, stats, temp_dir, wait_for_participants};
 
 #[test]
 fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {

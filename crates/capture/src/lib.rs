@@ -1,24 +1,33 @@
-//! Chinwag's audio devices, and synthetic stand-ins behind the same traits.
+//! Chinwag's audio and video devices, and synthetic stand-ins behind the same traits.
 //!
 //! This crate owns getting 48 kHz mono frames in ([`AudioSource`]) and out ([`AudioSink`]):
 //! real devices through cpal ([`MicSource`], [`SpeakerSink`]), whose callbacks only move
 //! samples between the device buffer and a lock-free `ringbuf` ring (no allocation, locking,
 //! logging or blocking there), and synthetic ones that need no hardware ([`ToneSource`],
 //! [`WavSource`], [`SilenceSource`], [`ClockSink`]), paced in real time like a device. It also
-//! writes WAV files ([`WavRecorder`]).
+//! writes WAV files ([`WavRecorder`]). Video comes in through [`VideoSource`]: a camera through
+//! nokhwa ([`CameraSource`], whose capture thread only hands the newest frame to a one-slot
+//! queue) or a test pattern that needs no hardware ([`TestPatternSource`]).
 //!
 //! It deliberately does not encode, mix or decide anything: the engine's audio threads call
 //! [`AudioSource::read_frame`] and [`AudioSink::write_frame`], which block only as long as a
-//! device would.
+//! device would, and its video thread calls [`VideoSource::next_frame`].
 
+mod camera;
+mod convert;
 mod device;
+mod pattern;
 mod synthetic;
+mod video;
 mod wav;
 
 use std::time::{Duration, Instant};
 
+pub use camera::{CameraInfo, CameraSource, list_cameras};
 pub use device::{MicSource, SpeakerSink, input_device_names, output_device_names};
+pub use pattern::{PATTERN_BARS, TestPatternSource};
 pub use synthetic::{ClockSink, SilenceSource, ToneSource};
+pub use video::{CapturedFrame, FrameContent, VideoSource};
 pub use wav::{WavRecorder, WavSource, read_wav_48k_mono};
 
 /// The rate of every frame that crosses these traits.
@@ -55,6 +64,12 @@ pub enum CaptureError {
     Wav { path: std::path::PathBuf, reason: String },
     #[error("cannot write WAV file {path}: {reason}")]
     Record { path: std::path::PathBuf, reason: String },
+    #[error("no camera found")]
+    NoCamera,
+    #[error("cannot open camera \"{name}\": {reason}")]
+    CameraUnavailable { name: String, reason: String },
+    #[error("camera \"{name}\" stopped: {reason}")]
+    CameraLost { name: String, reason: String },
 }
 
 /// Paces a synthetic source or sink like a device: frame `n` is due `n` frame-durations after

@@ -11,9 +11,11 @@
 //! proto, codec and jitter cores) and no UI. Nothing on the audio path waits on the network:
 //! sending only queues into the transport, and receiving happens on the transport's thread.
 
+mod adapt;
 mod play;
 mod send;
 mod stats;
+mod video;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +30,9 @@ use chinwag_proto::{ParticipantId, Peer};
 use chinwag_transport::{Transport, TransportConfig, TransportError};
 use crossbeam_channel::{Receiver, Sender};
 
-pub use stats::{CallStats, PeerAudioStats, Percentiles, Samples};
+pub use adapt::{VideoAdapter, VideoLevel};
+pub use stats::{CallStats, PeerStats, Percentiles, Samples};
+pub use video::{VideoInput, VideoSettings};
 
 /// Where the call's outgoing audio comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +66,9 @@ pub struct CallConfig {
     pub jitter: JitterConfig,
     pub input: InputSpec,
     pub output: OutputSpec,
-    /// Write `<peer name>.wav` here for each peer: what was played out from that peer.
+    pub video: VideoSettings,
+    /// Write `<peer name>.wav` here for each peer (what was played out from that peer), and
+    /// `<peer name>.jpg` (the last video frame received from that peer) on leaving.
     pub record_dir: Option<PathBuf>,
 }
 
@@ -74,6 +80,7 @@ impl CallConfig {
             jitter: JitterConfig::default(),
             input: InputSpec::None,
             output: OutputSpec::None,
+            video: VideoSettings::default(),
             record_dir: None,
         }
     }
@@ -87,6 +94,8 @@ pub enum Command {
     SetPeerVolume(ParticipantId, f32),
     SetInput(InputSpec),
     SetOutput(OutputSpec),
+    /// Change the video source; `VideoInput::None` turns the camera off.
+    SetVideoInput(VideoInput),
     Leave,
 }
 
@@ -149,7 +158,25 @@ struct Shared {
     transport: Transport,
     stats: Mutex<CallStats>,
     muted: std::sync::atomic::AtomicBool,
+    camera: std::sync::atomic::AtomicBool,
     clock: WallClock,
+    /// The last frame this client sent, for a self-view.
+    preview: Mutex<Option<Arc<chinwag_codec::VideoFrame>>>,
+    /// Decoded video per peer, waiting to be shown.
+    video: Mutex<HashMap<ParticipantId, video::PeerVideo>>,
+}
+
+impl Shared {
+    fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, std::sync::atomic::Ordering::Relaxed);
+        self.transport.set_state(muted, self.camera.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
+    fn set_camera(&self, on: bool) {
+        if self.camera.swap(on, std::sync::atomic::Ordering::Relaxed) != on {
+            self.transport.set_state(self.muted.load(std::sync::atomic::Ordering::Relaxed), on);
+        }
+    }
 }
 
 /// Converts the engine's `Instant`s to wall-clock time for reports.
@@ -195,7 +222,10 @@ impl Call {
             transport,
             stats: Mutex::new(CallStats::default()),
             muted: std::sync::atomic::AtomicBool::new(false),
+            camera: std::sync::atomic::AtomicBool::new(false),
             clock: WallClock::now(),
+            preview: Mutex::new(None),
+            video: Mutex::new(HashMap::new()),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, events) = crossbeam_channel::unbounded();
@@ -211,14 +241,39 @@ impl Call {
             .spawn(move || send::run(send_config, send_shared, send_command_rx, echo_rx, send_events))
             .expect("the OS lets us start a thread");
 
+        let (video_commands, video_command_rx) = crossbeam_channel::unbounded();
+        let video_shared = Arc::clone(&shared);
+        let video_settings = config.video.clone();
+        let video_events = event_tx.clone();
+        let video_thread = std::thread::Builder::new()
+            .name("chinwag-video".into())
+            .spawn(move || video::run_send(video_settings, video_shared, video_command_rx, video_events))
+            .expect("the OS lets us start a thread");
+
+        let (decode_tx, decode_rx) = video::decode_channel();
+        let decode_shared = Arc::clone(&shared);
+        let decode_thread = std::thread::Builder::new()
+            .name("chinwag-video-decode".into())
+            .spawn(move || video::run_decode(decode_shared, decode_rx))
+            .expect("the OS lets us start a thread");
+
         let play_shared = Arc::clone(&shared);
+        let links = play::Links {
+            send: send_commands,
+            video: video_commands,
+            decode: decode_tx,
+            echo: echo.then_some(echo_tx),
+        };
         let play_thread = std::thread::Builder::new()
             .name("chinwag-play".into())
-            .spawn(move || {
-                play::run(config, play_shared, command_rx, send_commands, echo.then_some(echo_tx), event_tx)
-            })
+            .spawn(move || play::run(config, play_shared, command_rx, links, event_tx))
             .expect("the OS lets us start a thread");
-        Ok(Call { commands, events, shared, threads: vec![send_thread, play_thread] })
+        Ok(Call {
+            commands,
+            events,
+            shared,
+            threads: vec![send_thread, play_thread, video_thread, decode_thread],
+        })
     }
 
     pub fn events(&self) -> &Receiver<CallEvent> {
@@ -232,6 +287,16 @@ impl Call {
     /// A snapshot of the call's statistics.
     pub fn stats(&self) -> CallStats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// The newest video frame from `peer` that is due to be shown (lip-synced to its audio).
+    pub fn video_frame(&self, peer: ParticipantId) -> Option<Arc<chinwag_codec::VideoFrame>> {
+        video::current_frame(&self.shared, peer)
+    }
+
+    /// The last frame this client sent, for a self-view.
+    pub fn preview(&self) -> Option<Arc<chinwag_codec::VideoFrame>> {
+        lock(&self.shared.preview).clone()
     }
 
     /// Leaves and waits for the threads to finish.
@@ -273,3 +338,13 @@ fn open_output(spec: &OutputSpec) -> Result<Box<dyn AudioSink>, CaptureError> {
 
 /// Per-peer volumes, shared by command and playout.
 type Volumes = HashMap<ParticipantId, f32>;
+
+/// A peer's name made safe as a file name: path separators and control characters become `_`.
+fn file_name(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_control() || matches!(c, '/' | '\\' | ':') { '_' } else { c }).collect();
+    match cleaned.as_str() {
+        "" | "." | ".." => "_".into(),
+        _ => cleaned,
+    }
+}

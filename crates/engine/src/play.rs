@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chinwag_capture::{AudioSink, ClockSink, WavRecorder};
@@ -15,8 +14,8 @@ use crossbeam_channel::{Receiver, Sender};
 use tracing::warn;
 
 use crate::send::EchoFrame;
-use crate::stats::PeerAudioStats;
-use crate::{CallConfig, CallEvent, Command, OutputSpec, Shared, Volumes, lock, open_output};
+use crate::stats::PeerStats;
+use crate::{CallConfig, CallEvent, Command, OutputSpec, Shared, Volumes, file_name, lock, open_output};
 
 /// The mixer's period: 10 ms at 48 kHz.
 const TICK_SAMPLES: usize = 480;
@@ -37,14 +36,22 @@ struct PeerAudio {
     captures: VecDeque<(u32, RelayTime)>,
 }
 
+/// The playout thread's lines to the other threads.
+pub(crate) struct Links {
+    pub(crate) send: Sender<Command>,
+    pub(crate) video: Sender<crate::VideoInput>,
+    pub(crate) decode: Sender<crate::video::Received>,
+    pub(crate) echo: Option<Sender<EchoFrame>>,
+}
+
 pub(crate) fn run(
     config: CallConfig,
     shared: Arc<Shared>,
     commands: Receiver<Command>,
-    send_commands: Sender<Command>,
-    echo: Option<Sender<EchoFrame>>,
+    links: Links,
     events: Sender<CallEvent>,
 ) {
+    let Links { send: send_commands, video: video_commands, decode, echo } = links;
     let mut output_spec = config.output.clone();
     let mut sink = open_sink(&output_spec, &events);
     let mut peers: HashMap<ParticipantId, PeerAudio> = HashMap::new();
@@ -61,12 +68,15 @@ pub(crate) fn run(
                     for recorder in recorders.values_mut() {
                         let _ = recorder.finish();
                     }
+                    if let Some(dir) = &config.record_dir {
+                        crate::video::write_last_frames(&shared, dir);
+                    }
                     let _ = events.send(CallEvent::Left);
                     return;
                 }
-                Command::SetMuted(muted) => {
-                    shared.muted.store(muted, Ordering::Relaxed);
-                    shared.transport.set_state(muted, false);
+                Command::SetMuted(muted) => shared.set_muted(muted),
+                Command::SetVideoInput(input) => {
+                    let _ = video_commands.send(input);
                 }
                 Command::SetPeerVolume(id, volume) => {
                     volumes.insert(id, volume.clamp(0.0, 2.0));
@@ -81,7 +91,7 @@ pub(crate) fn run(
             }
         }
         for event in shared.transport.events().try_iter() {
-            handle_transport_event(event, &config, &shared, &events, &mut peers, &mut recorders);
+            handle_transport_event(event, &config, &shared, &events, &decode, &mut peers, &mut recorders);
         }
 
         let now = Instant::now();
@@ -247,6 +257,7 @@ fn handle_transport_event(
     config: &CallConfig,
     shared: &Arc<Shared>,
     events: &Sender<CallEvent>,
+    decode: &Sender<crate::video::Received>,
     peers: &mut HashMap<ParticipantId, PeerAudio>,
     recorders: &mut HashMap<String, WavRecorder>,
 ) {
@@ -289,14 +300,14 @@ fn handle_transport_event(
             .iter()
             .find(|earlier| earlier.name == peer.name)
             .and_then(|earlier| earlier.record_start_unix_us);
-        stats.peers.push(PeerAudioStats {
+        stats.peers.push(PeerStats {
             id: peer.id,
             name: peer.name.clone(),
             present: true,
             muted: peer.muted,
             camera: peer.camera,
             record_start_unix_us,
-            ..PeerAudioStats::default()
+            ..PeerStats::default()
         });
     };
     match event {
@@ -342,10 +353,17 @@ fn handle_transport_event(
                 events.send(CallEvent::PeerState { id: state.id, muted: state.muted, camera: state.camera });
         }
         TransportEvent::Media { header, payload, arrived } => {
-            if header.kind != MediaKind::Audio {
+            let Some(peer) = peers.get_mut(&header.sender) else { return };
+            if header.kind == MediaKind::Video {
+                let frame = crate::video::Received {
+                    sender: header.sender,
+                    name: peer.name.clone(),
+                    capture_time: header.capture_time,
+                    payload,
+                };
+                let _dropped_because_the_decoder_is_behind = decode.try_send(frame);
                 return;
             }
-            let Some(peer) = peers.get_mut(&header.sender) else { return };
             if peer.captures.len() == CAPTURES_KEPT {
                 peer.captures.pop_front();
             }
@@ -363,15 +381,5 @@ fn handle_transport_event(
             let _ = events.send(CallEvent::Failed(error));
         }
         TransportEvent::Left => {}
-    }
-}
-
-/// A peer's name made safe as a file name: path separators and control characters become `_`.
-fn file_name(name: &str) -> String {
-    let cleaned: String =
-        name.chars().map(|c| if c.is_control() || matches!(c, '/' | '\\' | ':') { '_' } else { c }).collect();
-    match cleaned.as_str() {
-        "" | "." | ".." => "_".into(),
-        _ => cleaned,
     }
 }

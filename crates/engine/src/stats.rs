@@ -54,21 +54,23 @@ pub struct CallStats {
     /// Wall-clock time (µs since the Unix epoch) the first sent sample was captured.
     pub audio_send_start_unix_us: Option<u64>,
     pub audio_frames_sent: u64,
+    pub video_frames_sent: u64,
+    pub video_bytes_sent: u64,
     /// Round-trip times to the relay, in milliseconds.
     pub rtt_ms: Samples,
     /// Everyone heard in this call, including those who left.
-    pub peers: Vec<PeerAudioStats>,
+    pub peers: Vec<PeerStats>,
 }
 
 impl CallStats {
-    pub fn peer_mut(&mut self, id: ParticipantId) -> Option<&mut PeerAudioStats> {
+    pub fn peer_mut(&mut self, id: ParticipantId) -> Option<&mut PeerStats> {
         self.peers.iter_mut().find(|peer| peer.id == id)
     }
 }
 
-/// One remote participant's audio, as played out here.
+/// One remote participant's audio and video, as played out here.
 #[derive(Debug, Clone, Default)]
-pub struct PeerAudioStats {
+pub struct PeerStats {
     pub id: ParticipantId,
     pub name: String,
     /// Still in the room.
@@ -92,6 +94,28 @@ pub struct PeerAudioStats {
     /// The level of the last 10 ms played from this peer (RMS, 0 to 1), for a speaking
     /// indicator.
     pub level: f32,
+    pub video_frames_received: u64,
+    pub video_bytes_received: u64,
+    /// Frames that did not decode (bogus, truncated or oversized), dropped.
+    pub video_decode_errors: u64,
+    pub video_width: u32,
+    pub video_height: u32,
+    pub video_first_at: Option<std::time::Instant>,
+    pub video_last_at: Option<std::time::Instant>,
+    /// From capture at the sender to the decoded frame being ready here, in milliseconds.
+    pub glass_to_glass_ms: Samples,
+}
+
+impl PeerStats {
+    /// Frames per second decoded from this peer, over the time video has been arriving.
+    pub fn video_fps(&self) -> f64 {
+        match (self.video_first_at, self.video_last_at) {
+            (Some(first), Some(last)) if last > first && self.video_frames_received > 1 => {
+                (self.video_frames_received - 1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 #[cfg(test)]

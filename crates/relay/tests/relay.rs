@@ -429,7 +429,7 @@ async fn a_receiver_that_never_reads_slows_nobody_and_memory_stays_bounded() {
 async fn a_slow_link_gets_thinned_video_and_all_audio_while_others_keep_the_full_rate() {
     let relay = relay(&[]);
     let (mut sender, _) = TestClient::join(&relay.url, "r", "Sender", None).await.unwrap();
-    let (mut fast, _) = TestClient::join(&relay.url, "r", "Fast", None).await.unwrap();
+    let (fast, _) = TestClient::join(&relay.url, "r", "Fast", None).await.unwrap();
     let mut slow = TestClient::connect_with_receive_buffer(&relay.url, 32 * 1024).await.unwrap();
     slow.join_here("r", "Slow", None).await.unwrap();
 

@@ -2,7 +2,8 @@
 //!
 //! Starts `chinwag-relay` and two `chinwag-bot` processes (built next to this program): one
 //! records, the other sends synthetic speech from espeak-ng, once with 20 ms and once with
-//! 10 ms Opus frames. Reports the receiver's mouth-to-ear delay (and the same measured from
+//! 10 ms Opus frames; then once more with the video test pattern at 640x480 and 30 fps, for
+//! glass-to-glass delay and the video bitrate. Reports the receiver's mouth-to-ear delay (and the same measured from
 //! its recording), and PESQ-WB of the recording against the sent speech, with Opus alone
 //! (encode and decode in this process, no network) as the baseline measured in the same run.
 //!
@@ -60,7 +61,49 @@ fn main() -> anyhow::Result<()> {
             result.correlation,
         );
     }
+    video_phase(&dir)?;
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Glass to glass at 640x480 and 30 fps with the test pattern and a tone, and what the video
+/// costs on the wire at the default quality.
+fn video_phase(dir: &Path) -> anyhow::Result<()> {
+    const SECONDS: f64 = 10.0;
+    let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+    let run_dir = dir.join("video");
+    std::fs::create_dir_all(&run_dir)?;
+    let bot = sibling("chinwag-bot");
+    let json = run_dir.join("viewer.json");
+    let mut viewer = Command::new(&bot)
+        .args(["--server", &relay.url, "--room", "video", "--name", "Viewer", "--duration", "13"])
+        .arg("--stats-json")
+        .arg(&json)
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = Command::new(&bot)
+        .args(["--server", &relay.url, "--room", "video", "--name", "Camera", "--send-audio", "tone:440"])
+        .args(["--send-video", "pattern", "--video-size", "640x480", "--video-fps", "30"])
+        .args(["--duration", &SECONDS.to_string()])
+        .status()?;
+    let viewed = viewer.wait()?;
+    if !sender.success() || !viewed.success() {
+        bail!("a bot failed: sender {sender}, viewer {viewed}");
+    }
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let video = &stats["peers"][0]["video"];
+    let frames = video["frames_received"].as_f64().unwrap_or(0.0);
+    let bytes = video["bytes_received"].as_f64().unwrap_or(0.0);
+    let fps = video["fps"].as_f64().unwrap_or(0.0);
+    println!(
+        "video 640x480 at 30 fps (test pattern, default quality): glass-to-glass p50 {:.1} ms, p95 {:.1} ms; {:.1} fps received; \
+         {:.0} bytes/frame, {:.2} Mb/s",
+        video["glass_to_glass_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+        video["glass_to_glass_ms"]["p95"].as_f64().unwrap_or(f64::NAN),
+        fps,
+        bytes / frames.max(1.0),
+        bytes / frames.max(1.0) * fps * 8.0 / 1e6,
+    );
     Ok(())
 }
 
