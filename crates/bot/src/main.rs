@@ -159,6 +159,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             Ok(CallEvent::DeviceProblem { error, fallback }) => {
                 eprintln!("chinwag-bot: {error}; going on with {fallback}");
             }
+            Ok(CallEvent::DeviceChanged { direction, name }) => {
+                eprintln!("chinwag-bot: the default {direction} device is now \"{name}\"; following it");
+            }
             Ok(_) => {}
             Err(crossbeam_timeout) if crossbeam_timeout.is_timeout() => {}
             Err(_) => break,

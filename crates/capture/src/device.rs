@@ -42,6 +42,16 @@ pub fn output_device_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The name of the system's default input device, if it has one.
+pub fn default_input_name() -> Option<String> {
+    cpal::default_host().default_input_device().map(|device| device.to_string())
+}
+
+/// The name of the system's default output device, if it has one.
+pub fn default_output_name() -> Option<String> {
+    cpal::default_host().default_output_device().map(|device| device.to_string())
+}
+
 fn find_device(direction: &'static str, name: Option<&str>) -> Result<cpal::Device, CaptureError> {
     let host = cpal::default_host();
     let (default, all) = match direction {
@@ -174,6 +184,10 @@ where
 }
 
 impl AudioSource for MicSource {
+    fn device_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
     fn read_frame(&mut self, frame: &mut [f32]) -> Result<Instant, CaptureError> {
         let waiting_since = Instant::now();
         loop {
@@ -298,6 +312,10 @@ where
 }
 
 impl AudioSink for SpeakerSink {
+    fn device_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
     fn write_frame(&mut self, frame: &[f32]) -> Result<(), CaptureError> {
         self.resampler.push(frame);
         let n = self.resampler.pull(&mut self.scratch);

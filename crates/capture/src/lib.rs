@@ -24,7 +24,9 @@ mod wav;
 use std::time::{Duration, Instant};
 
 pub use camera::{CameraInfo, CameraSource, list_cameras};
-pub use device::{MicSource, SpeakerSink, input_device_names, output_device_names};
+pub use device::{
+    MicSource, SpeakerSink, default_input_name, default_output_name, input_device_names, output_device_names,
+};
 pub use pattern::{PATTERN_BARS, TestPatternSource};
 pub use synthetic::{ClockSink, SilenceSource, ToneSource};
 pub use video::{CapturedFrame, FrameContent, VideoSource};
@@ -38,6 +40,11 @@ pub trait AudioSource {
     /// Fills `frame` with the next 48 kHz mono samples, blocking until they exist (as a
     /// microphone would); returns the instant the first of them was captured.
     fn read_frame(&mut self, frame: &mut [f32]) -> Result<Instant, CaptureError>;
+
+    /// The device's name, for a real device.
+    fn device_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Something that plays audio: a speaker, or a clock that discards it.
@@ -47,6 +54,11 @@ pub trait AudioSink {
 
     /// How long from now until a sample written now is heard.
     fn latency(&self) -> Duration;
+
+    /// The device's name, for a real device.
+    fn device_name(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -127,6 +127,11 @@ pub enum CallEvent {
         error: String,
         fallback: String,
     },
+    /// The system's default device changed and the call followed it.
+    DeviceChanged {
+        direction: &'static str,
+        name: String,
+    },
     Left,
 }
 
@@ -335,6 +340,9 @@ fn open_output(spec: &OutputSpec) -> Result<Box<dyn AudioSink>, CaptureError> {
         OutputSpec::None => Box::new(chinwag_capture::ClockSink::new(Duration::ZERO)),
     })
 }
+
+/// How often the default device is checked, when the call uses the default.
+const DEFAULT_DEVICE_CHECK: Duration = Duration::from_secs(2);
 
 /// Per-peer volumes, shared by command and playout.
 type Volumes = HashMap<ParticipantId, f32>;

@@ -58,6 +58,7 @@ pub(crate) fn run(
     let mut recorders: HashMap<String, WavRecorder> = HashMap::new();
     let mut volumes = Volumes::new();
     let mut mix = vec![0.0f32; TICK_SAMPLES];
+    let mut default_checked = Instant::now();
     let mut peer_frame = vec![0.0f32; TICK_SAMPLES];
     loop {
         for command in commands.try_iter() {
@@ -134,6 +135,18 @@ pub(crate) fn run(
         }
         if let Some(echo) = &echo {
             let _dropped_because_the_send_thread_is_behind = echo.try_send((mix.clone(), heard_at));
+        }
+        if output_spec == OutputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK
+        {
+            default_checked = Instant::now();
+            if let Some(default) = chinwag_capture::default_output_name() {
+                if sink.device_name().is_some_and(|name| name != default) {
+                    if let Ok(new_sink) = open_output(&output_spec) {
+                        sink = new_sink;
+                        let _ = events.send(CallEvent::DeviceChanged { direction: "output", name: default });
+                    }
+                }
+            }
         }
         if let Err(error) = sink.write_frame(&mix) {
             warn!(%error, "audio output failed");

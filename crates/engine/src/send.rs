@@ -51,6 +51,7 @@ pub(crate) fn run(
     let mut first = true;
     let mut spec = config.input.clone();
     let mut input: Option<Input> = None;
+    let mut default_checked = Instant::now();
     loop {
         while let Ok(command) = commands.try_recv() {
             match command {
@@ -67,6 +68,19 @@ pub(crate) fn run(
         if !shared.transport.is_connected() || shared.transport.relay_time(Instant::now()).is_none() {
             std::thread::sleep(Duration::from_millis(5));
             continue;
+        }
+        if spec == InputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK {
+            default_checked = Instant::now();
+            let current = match &input {
+                Some(Input::Source(source)) => source.device_name().map(str::to_owned),
+                _ => None,
+            };
+            if let (Some(current), Some(default)) = (current, chinwag_capture::default_input_name()) {
+                if current != default {
+                    input = None;
+                    let _ = events.send(CallEvent::DeviceChanged { direction: "input", name: default });
+                }
+            }
         }
         let input = input.get_or_insert_with(|| open(&spec, &events));
         let captured_at = match input {

@@ -10,6 +10,7 @@
 //! concealment at most 8 % of the time.
 
 #[path = "../tests/sim/mod.rs"]
+// The benchmark uses only part of the scenario tests' simulator.
 #[allow(dead_code)]
 mod sim;
 

@@ -1,5 +1,6 @@
 //! What the bot's end-to-end tests share: starting relays and bots, reading their stats.
 
+// Each test binary that includes this module uses only some of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
