@@ -134,10 +134,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         bitrate_bps: args.bitrate,
         ..VoiceConfig::default()
     };
-    if let Some(duration) = args.duration {
-        if !(duration.is_finite() && duration > 0.0) {
-            bail!("--duration must be a positive number of seconds");
-        }
+    if let Some(duration) = args.duration
+        && !(duration.is_finite() && duration > 0.0)
+    {
+        bail!("--duration must be a positive number of seconds");
     }
     let call = Call::start(config)?;
     let deadline = args.duration.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));

@@ -139,13 +139,12 @@ pub(crate) fn run(
         if output_spec == OutputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK
         {
             default_checked = Instant::now();
-            if let Some(default) = chinwag_capture::default_output_name() {
-                if sink.device_name().is_some_and(|name| name != default) {
-                    if let Ok(new_sink) = open_output(&output_spec) {
-                        sink = new_sink;
-                        let _ = events.send(CallEvent::DeviceChanged { direction: "output", name: default });
-                    }
-                }
+            if let Some(default) = chinwag_capture::default_output_name()
+                && sink.device_name().is_some_and(|name| name != default)
+                && let Ok(new_sink) = open_output(&output_spec)
+            {
+                sink = new_sink;
+                let _ = events.send(CallEvent::DeviceChanged { direction: "output", name: default });
             }
         }
         if let Err(error) = sink.write_frame(&mix) {
@@ -164,10 +163,10 @@ fn recover_output(
     events: &Sender<CallEvent>,
 ) -> (OutputSpec, Box<dyn AudioSink>) {
     let mut candidates = vec![spec.clone()];
-    if let OutputSpec::Device(Some(name)) = &spec {
-        if name != "default" {
-            candidates.push(OutputSpec::Device(None));
-        }
+    if let OutputSpec::Device(Some(name)) = &spec
+        && name != "default"
+    {
+        candidates.push(OutputSpec::Device(None));
     }
     for candidate in candidates {
         if let Ok(sink) = open_output(&candidate) {
@@ -295,15 +294,15 @@ fn handle_transport_event(
                 captures: VecDeque::new(),
             },
         );
-        if let Some(dir) = &config.record_dir {
-            if !recorders.contains_key(&peer.name) {
-                let path = dir.join(format!("{}.wav", file_name(&peer.name)));
-                match WavRecorder::create(&path) {
-                    Ok(recorder) => {
-                        recorders.insert(peer.name.clone(), recorder);
-                    }
-                    Err(error) => warn!(%error, "cannot record"),
+        if let Some(dir) = &config.record_dir
+            && !recorders.contains_key(&peer.name)
+        {
+            let path = dir.join(format!("{}.wav", file_name(&peer.name)));
+            match WavRecorder::create(&path) {
+                Ok(recorder) => {
+                    recorders.insert(peer.name.clone(), recorder);
                 }
+                Err(error) => warn!(%error, "cannot record"),
             }
         }
         let mut stats = lock(&shared.stats);

@@ -75,11 +75,11 @@ pub(crate) fn run(
                 Some(Input::Source(source)) => source.device_name().map(str::to_owned),
                 _ => None,
             };
-            if let (Some(current), Some(default)) = (current, chinwag_capture::default_input_name()) {
-                if current != default {
-                    input = None;
-                    let _ = events.send(CallEvent::DeviceChanged { direction: "input", name: default });
-                }
+            if let (Some(current), Some(default)) = (current, chinwag_capture::default_input_name())
+                && current != default
+            {
+                input = None;
+                let _ = events.send(CallEvent::DeviceChanged { direction: "input", name: default });
             }
         }
         let input = input.get_or_insert_with(|| open(&spec, &events));

@@ -144,7 +144,7 @@ pub(crate) fn run_send(
         let level =
             adapter.handle_send_state(now, shared.transport.stats().video_replaced, shared.transport.rtt());
         frame_idx += 1;
-        if frame_idx % u64::from(level.fps_divisor) != 0 {
+        if !frame_idx.is_multiple_of(u64::from(level.fps_divisor)) {
             continue;
         }
         let raw = match (captured.content, level) {

@@ -134,10 +134,10 @@ impl Relay {
         if let Err(error) = tcp.set_nodelay(true) {
             debug!(%peer_addr, %error, "cannot set TCP_NODELAY");
         }
-        if let Some(bytes) = hub.config.socket_send_buffer {
-            if let Err(error) = socket2::SockRef::from(&tcp).set_send_buffer_size(bytes) {
-                debug!(%peer_addr, %error, "cannot set the send buffer size");
-            }
+        if let Some(bytes) = hub.config.socket_send_buffer
+            && let Err(error) = socket2::SockRef::from(&tcp).set_send_buffer_size(bytes)
+        {
+            debug!(%peer_addr, %error, "cannot set the send buffer size");
         }
         if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
             hub.metrics.error_sent(ErrorCode::ServerFull);
