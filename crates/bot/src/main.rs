@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chinwag_codec::{FrameDuration, VoiceConfig};
+use chinwag_codec::{FrameDuration, ProcessingConfig, VoiceConfig};
 use chinwag_engine::{
     Call, CallConfig, CallEvent, CallStats, InputSpec, OutputSpec, Percentiles, VideoInput, VideoSettings,
 };
@@ -62,6 +62,15 @@ struct Args {
     /// Video size to send.
     #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = clap::builder::ValueParser::new(video_size))]
     video_size: (u32, u32),
+    /// Switch echo cancellation off (it runs on a real microphone's signal).
+    #[arg(long)]
+    no_aec: bool,
+    /// Switch noise suppression off.
+    #[arg(long)]
+    no_ns: bool,
+    /// Switch automatic gain control off.
+    #[arg(long)]
+    no_agc: bool,
     /// Video frames per second to send.
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
     video_fps: u32,
@@ -115,6 +124,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         name => OutputSpec::Device(Some(name.to_owned())),
     };
     config.record_dir = args.record.clone();
+    config.processing = ProcessingConfig {
+        echo_cancellation: !args.no_aec,
+        noise_suppression: !args.no_ns,
+        gain_control: !args.no_agc,
+    };
     config.video = VideoSettings {
         input: match args.send_video.as_str() {
             "none" => VideoInput::None,

@@ -6,7 +6,9 @@
 //! ([`Resampler`]) for devices and files that do not run at 48 kHz. For video it owns JPEG
 //! ([`JpegEncoder`], [`JpegDecoder`]): every frame an independent baseline 4:2:0 JPEG, decoded
 //! only after its header shows it fits the receiver's limits, and an RGBA [`scale`]r for
-//! senders that adapt their resolution.
+//! senders that adapt their resolution. For the microphone it owns voice processing
+//! ([`VoiceProcessor`]): echo cancellation against what the speaker plays, noise suppression,
+//! automatic gain and voice activity, on 10 ms frames.
 //!
 //! It deliberately does no IO, keeps no clock and spawns no thread: callers hand it samples,
 //! frames or packets and get packets, frames or samples back. Decoding a malformed packet or
@@ -14,6 +16,7 @@
 
 mod jpeg;
 mod opus_voice;
+mod processing;
 mod resample;
 mod video;
 
@@ -21,6 +24,10 @@ pub use jpeg::{
     DEFAULT_JPEG_QUALITY, DEFAULT_MAX_HEIGHT, DEFAULT_MAX_WIDTH, JpegDecoder, JpegEncoder, scale,
 };
 pub use opus_voice::{CODEC_DELAY, FrameDuration, VoiceConfig, VoiceDecoder, VoiceEncoder};
+pub use processing::{
+    CaptureAnalysis, MAX_STREAM_DELAY, PROCESSING_FRAME_SAMPLES, ProcessingConfig, ProcessingStats,
+    SILENCE_DBFS, VoiceProcessor,
+};
 pub use resample::{Resampler, resample_all};
 pub use video::VideoFrame;
 

@@ -67,6 +67,8 @@ pub struct CallConfig {
     pub input: InputSpec,
     pub output: OutputSpec,
     pub video: VideoSettings,
+    /// Echo cancellation, noise suppression and gain on a real microphone's signal.
+    pub processing: chinwag_codec::ProcessingConfig,
     /// Write `<peer name>.wav` here for each peer (what was played out from that peer), and
     /// `<peer name>.jpg` (the last video frame received from that peer) on leaving.
     pub record_dir: Option<PathBuf>,
@@ -81,6 +83,7 @@ impl CallConfig {
             input: InputSpec::None,
             output: OutputSpec::None,
             video: VideoSettings::default(),
+            processing: chinwag_codec::ProcessingConfig::default(),
             record_dir: None,
         }
     }
@@ -96,6 +99,8 @@ pub enum Command {
     SetOutput(OutputSpec),
     /// Change the video source; `VideoInput::None` turns the camera off.
     SetVideoInput(VideoInput),
+    /// Switch echo cancellation, noise suppression and gain on or off.
+    SetProcessing(chinwag_codec::ProcessingConfig),
     Leave,
 }
 
@@ -236,6 +241,7 @@ impl Call {
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (send_commands, send_command_rx) = crossbeam_channel::unbounded();
         let (echo_tx, echo_rx) = crossbeam_channel::bounded(50);
+        let (render_tx, render_rx) = crossbeam_channel::bounded(100);
         let echo = matches!(config.input, InputSpec::Echo);
 
         let send_shared = Arc::clone(&shared);
@@ -243,7 +249,9 @@ impl Call {
         let send_events = event_tx.clone();
         let send_thread = std::thread::Builder::new()
             .name("chinwag-send".into())
-            .spawn(move || send::run(send_config, send_shared, send_command_rx, echo_rx, send_events))
+            .spawn(move || {
+                send::run(send_config, send_shared, send_command_rx, echo_rx, render_rx, send_events)
+            })
             .expect("the OS lets us start a thread");
 
         let (video_commands, video_command_rx) = crossbeam_channel::unbounded();
@@ -268,6 +276,7 @@ impl Call {
             video: video_commands,
             decode: decode_tx,
             echo: echo.then_some(echo_tx),
+            render: render_tx,
         };
         let play_thread = std::thread::Builder::new()
             .name("chinwag-play".into())

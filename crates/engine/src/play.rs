@@ -42,6 +42,8 @@ pub(crate) struct Links {
     pub(crate) video: Sender<crate::VideoInput>,
     pub(crate) decode: Sender<crate::video::Received>,
     pub(crate) echo: Option<Sender<EchoFrame>>,
+    /// Every frame played, with the sink's latency, for the echo canceller's far end.
+    pub(crate) render: Sender<crate::send::RenderFrame>,
 }
 
 pub(crate) fn run(
@@ -51,7 +53,7 @@ pub(crate) fn run(
     links: Links,
     events: Sender<CallEvent>,
 ) {
-    let Links { send: send_commands, video: video_commands, decode, echo } = links;
+    let Links { send: send_commands, video: video_commands, decode, echo, render } = links;
     let mut output_spec = config.output.clone();
     let mut sink = open_sink(&output_spec, &events);
     let mut peers: HashMap<ParticipantId, PeerAudio> = HashMap::new();
@@ -86,7 +88,7 @@ pub(crate) fn run(
                     output_spec = spec;
                     sink = open_sink(&output_spec, &events);
                 }
-                other @ Command::SetInput(_) => {
+                other @ (Command::SetInput(_) | Command::SetProcessing(_)) => {
                     let _ = send_commands.send(other);
                 }
             }
@@ -136,6 +138,8 @@ pub(crate) fn run(
         if let Some(echo) = &echo {
             let _dropped_because_the_send_thread_is_behind = echo.try_send((mix.clone(), heard_at));
         }
+        // Only read while a microphone is open; otherwise the channel fills and this is a no-op.
+        let _dropped_because_no_microphone_is_listening = render.try_send((mix.clone(), sink.latency()));
         if output_spec == OutputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK
         {
             default_checked = Instant::now();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chinwag_capture::{AudioSource, SilenceSource};
-use chinwag_codec::VoiceEncoder;
+use chinwag_codec::{VoiceEncoder, VoiceProcessor};
 use chinwag_proto::{MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, SeqNo};
 use crossbeam_channel::{Receiver, Sender};
 use tracing::warn;
@@ -14,6 +14,17 @@ use crate::{CallConfig, CallEvent, Command, InputSpec, Shared, lock};
 
 /// One 10 ms frame of what this client played out, with the instant it was played.
 pub(crate) type EchoFrame = (Vec<f32>, Instant);
+
+/// One 10 ms frame sent to the speaker, and how long until it is heard.
+pub(crate) type RenderFrame = (Vec<f32>, Duration);
+
+/// Samples per processing step: sonora works on 10 ms.
+const PROCESSING_SAMPLES: usize = 480;
+/// The microphone's own buffering, added to the speaker's latency as the echo-delay hint.
+const MIC_LATENCY: Duration = Duration::from_millis(10);
+/// After this long without voice, the encoder drops to `SILENT_BITRATE_BPS`.
+const SILENCE_BEFORE_SAVING: Duration = Duration::from_millis(300);
+const SILENT_BITRATE_BPS: u32 = 8_000;
 
 /// Where samples come from right now.
 enum Input {
@@ -31,6 +42,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     commands: Receiver<Command>,
     echo: Receiver<EchoFrame>,
+    render: Receiver<RenderFrame>,
     events: Sender<CallEvent>,
 ) {
     let mut encoder = match VoiceEncoder::new(config.voice) {
@@ -52,6 +64,9 @@ pub(crate) fn run(
     let mut spec = config.input.clone();
     let mut input: Option<Input> = None;
     let mut default_checked = Instant::now();
+    let mut processor = VoiceProcessor::new(config.processing);
+    let mut last_voice = Instant::now();
+    let mut saving = false;
     loop {
         while let Ok(command) = commands.try_recv() {
             match command {
@@ -60,6 +75,7 @@ pub(crate) fn run(
                     spec = new_spec;
                     input = None;
                 }
+                Command::SetProcessing(processing) => processor.set_config(processing),
                 _ => {}
             }
         }
@@ -122,6 +138,27 @@ pub(crate) fn run(
                 first_played.take().expect("set above")
             }
         };
+        // A real microphone hears the room: cancel the echo of what was played, suppress noise,
+        // even out the level. Synthetic sources are clean and stay untouched.
+        let from_microphone = matches!(spec, InputSpec::Device(_));
+        if from_microphone {
+            let voice = process_microphone(&mut processor, &render, &mut frame);
+            let now = Instant::now();
+            if voice {
+                last_voice = now;
+            }
+            // Send less while nobody speaks: a lower bitrate until voice returns.
+            let silent = now.saturating_duration_since(last_voice) >= SILENCE_BEFORE_SAVING;
+            if silent != saving {
+                saving = silent;
+                let bitrate = if silent { SILENT_BITRATE_BPS } else { config.voice.bitrate_bps };
+                let _ = encoder.set_bitrate(bitrate);
+            }
+            lock(&shared.stats).speaking = voice && !shared.muted.load(Ordering::Relaxed);
+        } else {
+            // Keep the far-end queue from going stale while no microphone is open.
+            render.try_iter().for_each(drop);
+        }
         if shared.muted.load(Ordering::Relaxed) {
             continue;
         }
@@ -150,6 +187,33 @@ pub(crate) fn run(
         stats.audio_send_start_unix_us.get_or_insert(shared.clock.unix_us(captured_at));
         stats.audio_frames_sent += 1;
     }
+}
+
+/// Feeds the far end played since the last frame, then cleans `frame` in 10 ms steps; returns
+/// whether any step held voice.
+fn process_microphone(
+    processor: &mut VoiceProcessor,
+    render: &Receiver<RenderFrame>,
+    frame: &mut [f32],
+) -> bool {
+    let mut latency = None;
+    for (played, heard_after) in render.try_iter() {
+        if let Err(error) = processor.process_render(&played) {
+            warn!(%error, "the echo canceller refused a far-end frame");
+        }
+        latency = Some(heard_after);
+    }
+    if let Some(latency) = latency {
+        processor.set_stream_delay(latency + MIC_LATENCY);
+    }
+    let mut voice = false;
+    for chunk in frame.chunks_mut(PROCESSING_SAMPLES) {
+        match processor.process_capture(chunk) {
+            Ok(analysis) => voice |= analysis.voice,
+            Err(error) => warn!(%error, "voice processing failed on a frame"),
+        }
+    }
+    voice
 }
 
 fn open(spec: &InputSpec, events: &Sender<CallEvent>) -> Input {

@@ -54,6 +54,8 @@ pub struct CallStats {
     /// Wall-clock time (µs since the Unix epoch) the first sent sample was captured.
     pub audio_send_start_unix_us: Option<u64>,
     pub audio_frames_sent: u64,
+    /// Whether the local microphone hears voice now (after echo cancellation), unmuted.
+    pub speaking: bool,
     pub video_frames_sent: u64,
     pub video_bytes_sent: u64,
     /// Round-trip times to the relay, in milliseconds.
