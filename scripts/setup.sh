@@ -9,8 +9,9 @@ set -euo pipefail
 # libjpeg-turbo's SIMD; ALSA headers for cpal; libclang for the camera bindings (nokhwa).
 CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake nasm libasound2-dev libclang-dev)
 # Extra packages the tests use: kill for signal tests; a private PulseAudio server with a null
-# sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech.
-CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox)
+# sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech;
+# Xvfb and xwd to run and photograph the real window.
+CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox xvfb x11-apps)
 
 chinwag_say() { printf 'chinwag setup: %s\n' "$*" >&2; }
 

@@ -4,6 +4,7 @@
 //! here reaches beyond loopback.
 
 pub mod audio;
+pub mod display;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
