@@ -8,6 +8,9 @@ set -euo pipefail
 # cmake for libopus and libjpeg-turbo, which their crates build from source; nasm for
 # libjpeg-turbo's SIMD; ALSA headers for cpal; libclang for the camera bindings (nokhwa).
 CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake nasm libasound2-dev libclang-dev)
+# What the desktop app loads at run time on Linux: X11 and Wayland client libraries, keyboard
+# handling, and OpenGL (Mesa, which also renders in software where there is no GPU).
+CHINWAG_RUN_PACKAGES=(libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libwayland-client0 libwayland-egl1 libgl1 libegl1 libgl1-mesa-dri)
 # Extra packages the tests use: kill for signal tests; a private PulseAudio server with a null
 # sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech;
 # Xvfb and xwd to run and photograph the real window.
@@ -70,7 +73,7 @@ chinwag_setup() {
     case "$(uname -s)" in
         Linux)
             if command -v apt-get >/dev/null 2>&1; then
-                local packages=("${CHINWAG_BUILD_PACKAGES[@]}")
+                local packages=("${CHINWAG_BUILD_PACKAGES[@]}" "${CHINWAG_RUN_PACKAGES[@]}")
                 if [ "${1:-}" = "with-tests" ]; then
                     packages+=("${CHINWAG_TEST_PACKAGES[@]}")
                 fi
