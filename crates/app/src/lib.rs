@@ -54,6 +54,8 @@ pub struct Settings {
     pub camera: CameraChoice,
     /// Whether to send video when joining.
     pub camera_on: bool,
+    /// Push to talk: the microphone is muted except while Space is held.
+    pub push_to_talk: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             speaker: None,
             camera: CameraChoice::FirstCamera,
             camera_on: false,
+            push_to_talk: false,
         }
     }
 }
@@ -117,6 +120,7 @@ pub enum Action {
     ChooseMicrophone(Option<String>),
     ChooseSpeaker(Option<String>),
     ChooseCamera(CameraChoice),
+    SetPushToTalk(bool),
     DismissNotices,
     Quit,
 }
@@ -329,6 +333,13 @@ impl ChinwagApp {
                 self.settings.camera = choice.clone();
                 if self.call_state().is_some_and(|state| state.camera) {
                     self.command(Command::SetVideoInput(choice.video_input()));
+                }
+            }
+            Action::SetPushToTalk(on) => {
+                self.settings.push_to_talk = on;
+                // Push to talk starts muted; without it the microphone stays as it is.
+                if on {
+                    self.apply(Action::SetMuted(true), ctx);
                 }
             }
             Action::SetMuted(muted) => {

@@ -265,3 +265,27 @@ fn the_connect_screen_does_not_repaint_when_idle() {
     let delay = harness.output().viewport_output[&egui::ViewportId::ROOT].repaint_delay;
     assert!(delay > Duration::from_secs(60), "no repaint is scheduled, got {delay:?}");
 }
+
+#[test]
+fn push_to_talk_opens_the_microphone_only_while_space_is_held() {
+    let (mut harness, remote) = in_call(&[(2, "Ada", true)]);
+    remote.set_devices(DeviceLists {
+        microphones: vec!["Built-in".into()],
+        speakers: vec!["Built-in".into()],
+        cameras: vec![],
+    });
+    harness.get_by_label("Devices").click();
+    harness.run();
+    harness.get_by_label("Microphone level");
+    harness.get_by_label("Push to talk (hold Space)").click();
+    harness.run();
+    assert_eq!(remote.commands().last(), Some(&Command::SetMuted(true)), "push to talk starts muted");
+    assert!(harness.state().settings.push_to_talk);
+
+    harness.key_down(egui::Key::Space);
+    harness.run();
+    assert_eq!(remote.commands().last(), Some(&Command::SetMuted(false)), "holding Space talks");
+    harness.key_up(egui::Key::Space);
+    harness.run();
+    assert_eq!(remote.commands().last(), Some(&Command::SetMuted(true)), "letting go mutes again");
+}

@@ -159,6 +159,8 @@ pub(crate) fn run(
             // Keep the far-end queue from going stale while no microphone is open.
             render.try_iter().for_each(drop);
         }
+        let level = (frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32).sqrt();
+        lock(&shared.stats).input_level = level;
         if shared.muted.load(Ordering::Relaxed) {
             continue;
         }

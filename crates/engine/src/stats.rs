@@ -56,6 +56,9 @@ pub struct CallStats {
     pub audio_frames_sent: u64,
     /// Whether the local microphone hears voice now (after echo cancellation), unmuted.
     pub speaking: bool,
+    /// The level of the last frame read from the input (RMS, 0 to 1), muted or not: for an
+    /// input level meter.
+    pub input_level: f32,
     pub video_frames_sent: u64,
     pub video_bytes_sent: u64,
     /// Round-trip times to the relay, in milliseconds.

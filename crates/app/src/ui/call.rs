@@ -22,7 +22,7 @@ const SPEAKING_COLOUR: Color32 = Color32::from_rgb(70, 200, 100);
 pub fn show(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures) -> Vec<Action> {
     let mut actions = Vec::new();
     let state = view.state;
-    shortcuts(ui, state, &mut actions);
+    shortcuts(ui, state, view.settings.push_to_talk, &mut actions);
 
     egui::Panel::top("call-bar").show(ui, |ui| top_bar(ui, view, &mut actions));
     egui::Panel::right("roster")
@@ -45,15 +45,30 @@ pub fn show(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures) ->
 }
 
 /// M mutes, V toggles the camera (unless a text field has the keyboard), Ctrl+Q leaves and
-/// Escape leaves full screen.
-fn shortcuts(ui: &mut egui::Ui, state: &CallState, actions: &mut Vec<Action>) {
+/// Escape leaves full screen. With push to talk on, the microphone is open only while Space is
+/// held.
+fn shortcuts(ui: &mut egui::Ui, state: &CallState, push_to_talk: bool, actions: &mut Vec<Action>) {
     let typing = ui.ctx().text_edit_focused();
+    if push_to_talk && !typing && ui.input(|input| input.key_down(egui::Key::Space)) {
+        // Space is for talking now: it must not also press whatever button has the focus.
+        ui.ctx().memory_mut(|memory| {
+            if let Some(focused) = memory.focused() {
+                memory.surrender_focus(focused);
+            }
+        });
+    }
     ui.input_mut(|input| {
         if input.consume_key(egui::Modifiers::COMMAND, egui::Key::Q) {
             actions.push(Action::Leave);
         }
         if typing {
             return;
+        }
+        if push_to_talk {
+            let talking = input.key_down(egui::Key::Space);
+            if talking == state.muted {
+                actions.push(Action::SetMuted(!talking));
+            }
         }
         if input.consume_key(egui::Modifiers::NONE, egui::Key::M) {
             actions.push(Action::SetMuted(!state.muted));
@@ -416,6 +431,15 @@ fn devices(ctx: &egui::Context, view: &View<'_>, actions: &mut Vec<Action>) {
             });
             ui.end_row();
         });
+        let level = view.stats.latest.input_level;
+        // Speech sits around -30 to -10 dBFS: show 60 dB of range so that it fills the bar.
+        let fill = ((20.0 * level.max(1e-6).log10() + 60.0) / 60.0).clamp(0.0, 1.0);
+        ui.label("Microphone level");
+        ui.add(egui::ProgressBar::new(fill).desired_width(240.0));
+        let mut push_to_talk = settings.push_to_talk;
+        if ui.checkbox(&mut push_to_talk, "Push to talk (hold Space)").changed() {
+            actions.push(Action::SetPushToTalk(push_to_talk));
+        }
         if devices.cameras.is_empty() {
             ui.colored_label(ui.visuals().warn_fg_color, "No camera found.");
         }
