@@ -138,8 +138,11 @@ pub(crate) fn run(
         if let Some(echo) = &echo {
             let _dropped_because_the_send_thread_is_behind = echo.try_send((mix.clone(), heard_at));
         }
-        // Only read while a microphone is open; otherwise the channel fills and this is a no-op.
-        let _dropped_because_no_microphone_is_listening = render.try_send((mix.clone(), sink.latency()));
+        // Only read while a microphone is open; once the channel is full nobody is listening, and
+        // the copy of the mix is not made at all.
+        if !render.is_full() {
+            let _ = render.try_send((mix.clone(), sink.latency()));
+        }
         if output_spec == OutputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK
         {
             default_checked = Instant::now();
