@@ -13,8 +13,9 @@ CHINWAG_BUILD_PACKAGES=(build-essential pkg-config ca-certificates cmake nasm li
 CHINWAG_RUN_PACKAGES=(libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libwayland-client0 libwayland-egl1 libgl1 libegl1 libgl1-mesa-dri)
 # Extra packages the tests use: kill for signal tests; a private PulseAudio server with a null
 # sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech;
-# Xvfb and xwd to run and photograph the real window.
-CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox xvfb x11-apps)
+# Xvfb and xwd to run and photograph the real window; Mesa's software Vulkan for the app's
+# rendered UI snapshots (wgpu).
+CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox xvfb x11-apps mesa-vulkan-drivers)
 
 chinwag_say() { printf 'chinwag setup: %s\n' "$*" >&2; }
 
