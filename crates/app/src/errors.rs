@@ -75,6 +75,10 @@ fn describe_refusal(code: ErrorCode, message: &str) -> Problem {
             Problem::new("The relay is full", "It has as many callers as it allows. Try again later.")
         }
         ErrorCode::ShuttingDown => Problem::new("The relay is shutting down", "Try again in a moment."),
+        ErrorCode::Unavailable => Problem::new(
+            "The relay cannot reach its cluster",
+            "It cannot check this room right now. Try again in a moment.",
+        ),
         _ => Problem::new("The relay refused the call", capitalise(message)),
     }
 }

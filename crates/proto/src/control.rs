@@ -120,6 +120,9 @@ pub enum ErrorCode {
     TooSlow,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The relay cannot check the room right now (a clustered relay lost its link to the
+    /// cluster); try again in a moment.
+    Unavailable,
     /// A code this build does not know, from a newer relay.
     #[serde(other)]
     Unknown,
@@ -139,6 +142,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

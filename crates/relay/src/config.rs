@@ -92,6 +92,24 @@ pub struct Args {
     /// where old video is replaced by new, instead of seconds of it in the kernel.
     #[arg(long, value_name = "BYTES")]
     pub socket_send_buffer: Option<usize>,
+
+    /// Join a cluster of relays through the NATS server at this address (with JetStream
+    /// enabled): rooms then span every relay that shares it. Without it the relay stands alone.
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    pub cluster: Option<String>,
+
+    /// This relay's name in the cluster [default: the host name].
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    pub node_id: Option<String>,
+
+    /// Seconds without a heartbeat after which another relay counts as dead and its
+    /// participants leave [default: 3].
+    #[arg(long, value_name = "SECONDS", requires = "cluster")]
+    pub cluster_dead_after: Option<f64>,
+
+    /// A CA certificate (PEM) to trust for a `tls://` NATS server besides the system's roots.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_ca_file: Option<PathBuf>,
 }
 
 /// The relay's settings, validated.
@@ -112,6 +130,16 @@ pub struct Config {
     pub receiver_video_bytes: usize,
     pub receiver_max_delay: Duration,
     pub socket_send_buffer: Option<usize>,
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How to reach the cluster and how this relay appears in it.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub url: String,
+    pub node_id: String,
+    pub dead_after: Duration,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the TLS certificate chain and key are.
@@ -158,6 +186,7 @@ impl Default for Config {
             receiver_video_bytes: 4 << 20,
             receiver_max_delay: Duration::from_millis(1000),
             socket_send_buffer: Some(256 << 10),
+            cluster: None,
         }
     }
 }
@@ -198,6 +227,10 @@ impl Args {
             receiver_video_bytes: self.receiver_video_bytes.or(other.receiver_video_bytes),
             receiver_max_delay_ms: self.receiver_max_delay_ms.or(other.receiver_max_delay_ms),
             socket_send_buffer: self.socket_send_buffer.or(other.socket_send_buffer),
+            cluster: self.cluster.or(other.cluster),
+            node_id: self.node_id.or(other.node_id),
+            cluster_dead_after: self.cluster_dead_after.or(other.cluster_dead_after),
+            cluster_ca_file: self.cluster_ca_file.or(other.cluster_ca_file),
         }
     }
 
@@ -264,6 +297,19 @@ impl Args {
                 Some(bytes) => Some(at_least("socket-send-buffer", Some(bytes), 4096, bytes)?),
                 None => defaults.socket_send_buffer,
             },
+            cluster: match self.cluster {
+                None => None,
+                Some(url) => Some(ClusterConfig {
+                    url: cluster_url(url)?,
+                    node_id: node_id(self.node_id)?,
+                    dead_after: seconds(
+                        "cluster-dead-after",
+                        self.cluster_dead_after,
+                        Duration::from_secs(3),
+                    )?,
+                    ca_file: self.cluster_ca_file,
+                }),
+            },
         };
         if config.max_name_chars > MAX_NAME_CHARS {
             return Err(invalid("max-name-chars", format!("must be at most {MAX_NAME_CHARS}")));
@@ -273,6 +319,40 @@ impl Args {
         }
         Ok(config)
     }
+}
+
+/// Accepts `nats://HOST:PORT`, `tls://HOST:PORT` or a bare `HOST[:PORT]`.
+fn cluster_url(url: String) -> Result<String, ConfigError> {
+    let url = url.trim().to_owned();
+    let rest = url
+        .split_once("://")
+        .map_or(url.as_str(), |(scheme, rest)| if matches!(scheme, "nats" | "tls") { rest } else { "" });
+    if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+        return Err(invalid("cluster", format!("must look like nats://HOST:PORT, not \"{url}\"")));
+    }
+    Ok(if url.contains("://") { url } else { format!("nats://{url}") })
+}
+
+/// The node id as given, or the host name; letters, digits, `-` and `_` only, as it goes
+/// into NATS subjects and logs.
+fn node_id(given: Option<String>) -> Result<String, ConfigError> {
+    let id = match given {
+        Some(id) => id,
+        None => std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .map(|name| name.trim().replace('.', "-"))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "relay".to_owned()),
+    };
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(invalid("node-id", format!("must be 1–64 letters, digits, - or _, not \"{id}\"")));
+    }
+    Ok(id)
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -344,6 +424,23 @@ mod tests {
         assert!(error.to_string().starts_with("--join-timeout must be"), "{error}");
         let error = Args::parse_from(["chinwag-relay", "--max-participants", "1"]).into_config().unwrap_err();
         assert_eq!(error.to_string(), "--max-participants must be at least 2, not 1");
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let config = Args::parse_from(["chinwag-relay"]).into_config().unwrap();
+        assert!(config.cluster.is_none(), "a relay stands alone unless told otherwise");
+        let args = ["chinwag-relay", "--cluster", "127.0.0.1:4222", "--node-id", "eu-1"];
+        let cluster = Args::parse_from(args).into_config().unwrap().cluster.unwrap();
+        assert_eq!(cluster.url, "nats://127.0.0.1:4222");
+        assert_eq!(cluster.node_id, "eu-1");
+        assert_eq!(cluster.dead_after, Duration::from_secs(3));
+        let error = Args::parse_from(["chinwag-relay", "--cluster", "http://x:1"]).into_config().unwrap_err();
+        assert!(error.to_string().starts_with("--cluster must look like nats://"), "{error}");
+        let args = ["chinwag-relay", "--cluster", "nats://x:1", "--node-id", "a.b"];
+        let error = Args::parse_from(args).into_config().unwrap_err();
+        assert!(error.to_string().starts_with("--node-id must be"), "{error}");
+        assert!(Args::try_parse_from(["chinwag-relay", "--node-id", "a"]).is_err(), "needs --cluster");
     }
 
     #[test]

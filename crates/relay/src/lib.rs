@@ -14,6 +14,7 @@
 //! and [`limiter::RateLimiter`]. [`server`] is the thin tokio shell around them; its main type
 //! is [`Relay`].
 
+pub mod cluster;
 pub mod config;
 mod http;
 pub mod limiter;

@@ -45,7 +45,7 @@ impl DropReason {
 }
 
 /// The error codes the relay sends, in the order they are reported.
-const SENT_CODES: [ErrorCode; 10] = [
+const SENT_CODES: [ErrorCode; 11] = [
     ErrorCode::BadRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::WrongPassword,
@@ -56,6 +56,7 @@ const SENT_CODES: [ErrorCode; 10] = [
     ErrorCode::Timeout,
     ErrorCode::TooSlow,
     ErrorCode::ShuttingDown,
+    ErrorCode::Unavailable,
 ];
 
 #[derive(Debug, Default)]

@@ -84,6 +84,19 @@ impl Rooms {
         Ok(Joined { id, peer, others })
     }
 
+    /// Adds `name` to `room` under `id` without checking the password or the room's size: in
+    /// a cluster the room's record decided that already, and chose the id.
+    pub fn handle_admitted(&mut self, room: &str, name: &str, id: ParticipantId) -> Joined {
+        debug_assert!(!self.room_of.contains_key(&id), "the caller checks that {id} is free");
+        let peer = Peer { id, name: name.to_owned(), muted: false, camera: false };
+        let entry =
+            self.rooms.entry(room.to_owned()).or_insert_with(|| Room { password: None, members: Vec::new() });
+        let others = entry.members.clone();
+        entry.members.push(peer.clone());
+        self.room_of.insert(id, room.to_owned());
+        Joined { id, peer, others }
+    }
+
     /// Removes `id` from its room, closing the room when it was the last one.
     pub fn handle_leave(&mut self, id: ParticipantId) -> Option<Left> {
         let room_name = self.room_of.remove(&id)?;
@@ -114,6 +127,14 @@ impl Rooms {
     /// The members of `room`, in order of joining.
     pub fn members(&self, room: &str) -> impl Iterator<Item = &Peer> {
         self.rooms.get(room).into_iter().flat_map(|room| room.members.iter())
+    }
+
+    pub fn room_of(&self, id: ParticipantId) -> Option<&str> {
+        self.room_of.get(&id).map(String::as_str)
+    }
+
+    pub fn contains(&self, id: ParticipantId) -> bool {
+        self.room_of.contains_key(&id)
     }
 
     pub fn room_count(&self) -> usize {
@@ -221,6 +242,19 @@ mod tests {
         assert_eq!(to, vec![b.id]);
         let members: Vec<_> = rooms.members("r").cloned().collect();
         assert!(members[0].muted && members[0].camera);
+    }
+
+    #[test]
+    fn admitted_members_skip_the_checks_and_keep_their_ids() {
+        let mut rooms = Rooms::new(2);
+        rooms.handle_join("r", "A", Some("pw")).unwrap();
+        rooms.handle_join("r", "B", Some("pw")).unwrap();
+        let c = rooms.handle_admitted("r", "C", ParticipantId(4242));
+        assert_eq!(c.id, ParticipantId(4242));
+        assert_eq!(c.others.len(), 2);
+        assert_eq!(rooms.room_of(c.id), Some("r"));
+        assert!(rooms.contains(c.id));
+        assert_eq!(rooms.handle_leave(c.id).unwrap().others.len(), 2);
     }
 
     #[test]

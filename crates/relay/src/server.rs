@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chinwag_proto::{
-    ClientMessage, ErrorCode, MediaKind, ParticipantId, ProtoError, ServerMessage, Welcome, close_code,
+    ClientMessage, ErrorCode, MediaKind, ParticipantId, Peer, ProtoError, ServerMessage, Welcome, close_code,
     parse_client_message, rewrite_sender_id, validate_name, validate_password, validate_room,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +32,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
+use crate::cluster::liveness::AliveNodes;
+use crate::cluster::record::RoomRecord;
+use crate::cluster::roster::{Change, Presence, Roster};
+use crate::cluster::{ClusterError, ClusterLink, RoomSubjects};
 use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
 use crate::limiter::RateLimiter;
@@ -69,6 +74,8 @@ pub enum RelayError {
         #[source]
         source: rustls::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A bound relay, ready to [`run`](Relay::run).
@@ -89,7 +96,15 @@ impl Relay {
             .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| RelayError::Bind { addr: config.listen, source })?;
-        Ok(Relay { listener, local_addr, tls, hub: Arc::new(Hub::new(config)) })
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(ClusterLink::connect(cluster).await?),
+            None => None,
+        };
+        let hub = Arc::new(Hub::new(config, cluster));
+        if let Some(cluster) = &hub.cluster {
+            cluster.start(&hub);
+        }
+        Ok(Relay { listener, local_addr, tls, hub })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -126,6 +141,9 @@ impl Relay {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.hub.metrics.open_connections() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = &self.hub.cluster {
+            cluster.shutdown().await;
         }
     }
 
@@ -197,29 +215,56 @@ impl Drop for OpenConnection {
 }
 
 /// What all connections share.
-struct Hub {
+pub(crate) struct Hub {
     config: Config,
     epoch: Instant,
+    /// The relay clock at `epoch`: wall-clock microseconds since 1970, so that every relay of
+    /// a cluster (on machines whose clocks are in sync) keeps the same clock.
+    epoch_us: u64,
     metrics: Metrics,
     state: Mutex<HubState>,
+    pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
 
 struct HubState {
     rooms: Rooms,
     links: HashMap<ParticipantId, Arc<Link>>,
     fanouts: HashMap<String, Arc<Fanout>>,
+    /// In a cluster: the participants other relays hold in the rooms this relay is in.
+    roster: Roster,
 }
 
 /// The members of one room, as the reader of each member sees them when it forwards media.
 /// Rebuilt on every join and leave, read on every frame.
-#[derive(Default)]
-struct Fanout {
+pub(crate) struct Fanout {
     members: RwLock<Arc<[Arc<Link>]>>,
+    /// In a cluster: how many participants other relays hold in the room, and where to
+    /// publish for them.
+    remote: AtomicUsize,
+    subjects: Option<RoomSubjects>,
+}
+
+impl Fanout {
+    fn new(room: &str, clustered: bool) -> Self {
+        Self {
+            members: RwLock::default(),
+            remote: AtomicUsize::new(0),
+            subjects: clustered.then(|| RoomSubjects::new(room)),
+        }
+    }
+
+    fn set_members(&self, members: Arc<[Arc<Link>]>) {
+        *self.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+    }
+
+    fn members(&self) -> Arc<[Arc<Link>]> {
+        Arc::clone(&self.members.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// One joined participant's way out: its queue, and the signal that wakes its writer.
-struct Link {
-    id: ParticipantId,
+pub(crate) struct Link {
+    pub(crate) id: ParticipantId,
     state: Mutex<LinkState>,
     /// Wakes the writer when something was queued or the link is closing.
     wake: Notify,
@@ -235,34 +280,57 @@ struct LinkState {
 }
 
 #[derive(Debug, Clone)]
-struct Closing {
-    code: ErrorCode,
-    message: String,
+pub(crate) struct Closing {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+/// The error for a refused join.
+pub(crate) fn refusal(room: &str, refusal: JoinRefusal) -> Closing {
+    match refusal {
+        JoinRefusal::WrongPassword => Closing {
+            code: ErrorCode::WrongPassword,
+            message: format!("room \"{room}\" has a password and the one given does not match"),
+        },
+        JoinRefusal::RoomFull { max } => Closing {
+            code: ErrorCode::RoomFull,
+            message: format!(
+                "room \"{room}\" is full ({max} participants); try again later or pick another room"
+            ),
+        },
+    }
 }
 
 /// Locks a mutex, carrying on with the data if a panic elsewhere poisoned it: every critical
 /// section here leaves the data consistent at each step.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Hub {
-    fn new(config: Config) -> Self {
+    fn new(config: Config, cluster: Option<Arc<ClusterLink>>) -> Self {
+        let epoch_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
         Self {
             state: Mutex::new(HubState {
                 rooms: Rooms::new(config.max_participants),
                 links: HashMap::new(),
                 fanouts: HashMap::new(),
+                roster: Roster::default(),
             }),
             config,
             epoch: Instant::now(),
+            epoch_us,
             metrics: Metrics::default(),
+            cluster,
         }
     }
 
-    /// The relay clock: microseconds since the relay started.
+    /// The relay clock in microseconds: the wall clock when the relay started, then steady
+    /// (a wall-clock step while running does not make it jump).
     fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.epoch_us + self.epoch.elapsed().as_micros() as u64
     }
 
     fn queue_limits(&self) -> QueueLimits {
@@ -273,35 +341,52 @@ impl Hub {
         }
     }
 
-    fn join(
+    /// Joins a participant: through the cluster's room record when clustered, else here.
+    async fn join(
         &self,
         room: &str,
         name: &str,
         password: Option<&str>,
     ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.join(room, name, password).await;
+        }
         let mut state = lock(&self.state);
-        let joined = state.rooms.handle_join(room, name, password).map_err(|refusal| match refusal {
-            JoinRefusal::WrongPassword => Closing {
-                code: ErrorCode::WrongPassword,
-                message: format!("room \"{room}\" has a password and the one given does not match"),
-            },
-            JoinRefusal::RoomFull { max } => Closing {
-                code: ErrorCode::RoomFull,
-                message: format!(
-                    "room \"{room}\" is full ({max} participants); try again later or pick another room"
-                ),
-            },
-        })?;
+        let joined = state.rooms.handle_join(room, name, password).map_err(|why| refusal(room, why))?;
+        Ok(self.welcome_locked(&mut state, room, joined))
+    }
+
+    /// Admits a participant the cluster's room record accepted under `id`.
+    pub(crate) fn join_admitted(
+        &self,
+        room: &str,
+        name: &str,
+        id: ParticipantId,
+    ) -> (Arc<Link>, Arc<Fanout>) {
+        let mut state = lock(&self.state);
+        let joined = state.rooms.handle_admitted(room, name, id);
+        self.welcome_locked(&mut state, room, joined)
+    }
+
+    /// Welcomes a new member, tells the others, and rebuilds the room's fan-out.
+    fn welcome_locked(
+        &self,
+        state: &mut HubState,
+        room: &str,
+        joined: crate::rooms::Joined,
+    ) -> (Arc<Link>, Arc<Fanout>) {
         let link = Arc::new(Link {
             id: joined.id,
             state: Mutex::new(LinkState { queue: OutQueue::new(self.queue_limits()), closing: None }),
             wake: Notify::new(),
             closed: Notify::new(),
         });
+        let mut peers: Vec<Peer> = state.roster.peers(room).cloned().collect();
+        peers.extend(joined.others.iter().cloned());
         let welcome = ServerMessage::Welcome(Welcome {
             id: joined.id,
             room: room.to_owned(),
-            peers: joined.others.clone(),
+            peers,
             server_time_us: self.now_us(),
         });
         link.push_control(&welcome, self);
@@ -312,17 +397,25 @@ impl Hub {
             }
         }
         state.links.insert(joined.id, Arc::clone(&link));
-        let fanout = Arc::clone(state.fanouts.entry(room.to_owned()).or_default());
-        let members =
-            state.rooms.members(room).filter_map(|peer| state.links.get(&peer.id).cloned()).collect();
-        *fanout.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
-        Ok((link, fanout))
+        let clustered = self.cluster.is_some();
+        let fanout = Arc::clone(
+            state.fanouts.entry(room.to_owned()).or_insert_with(|| Arc::new(Fanout::new(room, clustered))),
+        );
+        fanout.set_members(
+            state.rooms.members(room).filter_map(|peer| state.links.get(&peer.id).cloned()).collect(),
+        );
+        fanout.remote.store(state.roster.remote_count(room), Relaxed);
+        (link, fanout)
     }
 
-    fn leave(&self, id: ParticipantId) {
+    pub(crate) fn leave(&self, id: ParticipantId) {
         let mut state = lock(&self.state);
         state.links.remove(&id);
         let Some(left) = state.rooms.handle_leave(id) else { return };
+        if let Some(cluster) = &self.cluster {
+            state.roster.release(&left.room);
+            cluster.left(&left.room, id);
+        }
         let announcement = ServerMessage::PeerLeft { id };
         let members: Arc<[Arc<Link>]> =
             left.others.iter().filter_map(|other| state.links.get(other).cloned()).collect();
@@ -332,7 +425,7 @@ impl Hub {
         if members.is_empty() {
             state.fanouts.remove(&left.room);
         } else if let Some(fanout) = state.fanouts.get(&left.room) {
-            *fanout.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+            fanout.set_members(members);
         }
         info!(room = %left.room, id = %id, name = %left.peer.name, "left");
     }
@@ -340,11 +433,131 @@ impl Hub {
     fn set_state(&self, id: ParticipantId, update: chinwag_proto::StateUpdate) {
         let mut state = lock(&self.state);
         let Some((peer_state, others)) = state.rooms.handle_state(id, update) else { return };
+        if let Some(cluster) = &self.cluster
+            && let Some(room) = state.rooms.room_of(id)
+        {
+            cluster.state_changed(room, peer_state);
+        }
         let announcement = ServerMessage::PeerState(peer_state);
         for other in others {
             if let Some(other) = state.links.get(&other) {
                 other.push_control(&announcement, self);
             }
+        }
+    }
+
+    pub(crate) fn max_per_room(&self) -> usize {
+        self.config.max_participants
+    }
+
+    pub(crate) fn id_in_use(&self, id: ParticipantId) -> bool {
+        lock(&self.state).rooms.contains(id)
+    }
+
+    pub(crate) fn local_peers(&self, room: &str) -> Vec<Peer> {
+        lock(&self.state).rooms.members(room).cloned().collect()
+    }
+
+    pub(crate) fn roster_acquire(&self, room: &str) {
+        lock(&self.state).roster.acquire(room);
+    }
+
+    pub(crate) fn roster_release(&self, room: &str) {
+        lock(&self.state).roster.release(room);
+    }
+
+    pub(crate) fn roster_rooms(&self) -> Vec<String> {
+        lock(&self.state).roster.rooms().map(str::to_owned).collect()
+    }
+
+    pub(crate) fn roster_is_synced(&self, room: &str) -> bool {
+        lock(&self.state).roster.is_synced(room)
+    }
+
+    /// Holds presence for `room` while its record is read; false when the room is not tracked.
+    pub(crate) fn roster_begin_sync(&self, room: &str) -> bool {
+        let mut state = lock(&self.state);
+        state.roster.begin_sync(room);
+        state.roster.is_tracked(room)
+    }
+
+    pub(crate) fn roster_sync(&self, room: &str, record: Option<&RoomRecord>, alive: &AliveNodes) {
+        let Some(cluster) = &self.cluster else { return };
+        let mut state = lock(&self.state);
+        let changes = state.roster.sync(room, record, &cluster.instance, |node| alive.is_alive(node));
+        self.announce_locked(&state, room, changes);
+    }
+
+    pub(crate) fn roster_password(&self, room: &str) -> Option<crate::cluster::record::PasswordHash> {
+        lock(&self.state).roster.password(room).cloned()
+    }
+
+    pub(crate) fn roster_end_sync(&self, room: &str) {
+        let mut state = lock(&self.state);
+        let changes = state.roster.end_sync(room);
+        self.announce_locked(&state, room, changes);
+    }
+
+    pub(crate) fn admit_offline(
+        &self,
+        room: &str,
+        password: Option<&str>,
+    ) -> Option<Result<(), JoinRefusal>> {
+        let state = lock(&self.state);
+        let locals = state.rooms.members(room).count();
+        state.roster.admit_offline(room, password, locals, self.config.max_participants)
+    }
+
+    /// Presence from another relay.
+    pub(crate) fn remote_presence(&self, room: &str, presence: Presence) {
+        let mut state = lock(&self.state);
+        let changes = state.roster.handle_presence(room, presence);
+        self.announce_locked(&state, room, changes);
+    }
+
+    /// Another relay died: its participants leave this relay's rooms.
+    pub(crate) fn node_dead(&self, node: &str) {
+        let mut state = lock(&self.state);
+        let gone = state.roster.node_dead(node);
+        for (room, id) in gone {
+            self.announce_locked(&state, &room, vec![Change::Left(id)]);
+        }
+    }
+
+    /// Tells this relay's members of `room` about changes among the other relays' members.
+    fn announce_locked(&self, state: &HubState, room: &str, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(fanout) = state.fanouts.get(room) {
+            fanout.remote.store(state.roster.remote_count(room), Relaxed);
+        }
+        for change in changes {
+            let message = match change {
+                Change::Joined(peer) => {
+                    info!(%room, id = %peer.id, name = %peer.name, "joined on another relay");
+                    ServerMessage::PeerJoined { peer }
+                }
+                Change::Left(id) => {
+                    info!(%room, %id, "left on another relay");
+                    ServerMessage::PeerLeft { id }
+                }
+                Change::State(peer_state) => ServerMessage::PeerState(peer_state),
+            };
+            for member in state.rooms.members(room) {
+                if let Some(link) = state.links.get(&member.id) {
+                    link.push_control(&message, self);
+                }
+            }
+        }
+    }
+
+    /// A frame from a participant on another relay, for this relay's members of `room`.
+    pub(crate) fn remote_media(&self, room: &str, kind: MediaKind, sender: ParticipantId, frame: Bytes) {
+        let Some(fanout) = lock(&self.state).fanouts.get(room).cloned() else { return };
+        let now = Instant::now();
+        for member in fanout.members().iter() {
+            member.push_media(now, kind, sender, frame.clone(), self);
         }
     }
 
@@ -464,11 +677,22 @@ where
         match route {
             Route::WebSocket => {}
             Route::Health => {
-                let _ = http::respond(&mut stream, "200 OK", "text/plain", "ok\n").await;
+                let (status, body) = match hub.cluster.as_ref().map(|cluster| cluster.health()) {
+                    None => ("200 OK", "ok\n".to_owned()),
+                    Some(Ok(cluster)) => ("200 OK", format!("ok\n{cluster}")),
+                    Some(Err(problem)) => (
+                        "503 Service Unavailable",
+                        format!("degraded: {problem}; calls on this relay go on\n"),
+                    ),
+                };
+                let _ = http::respond(&mut stream, status, "text/plain", &body).await;
                 return None;
             }
             Route::Metrics => {
-                let body = hub.metrics.render(&hub.gauges());
+                let mut body = hub.metrics.render(&hub.gauges());
+                if let Some(cluster) = &hub.cluster {
+                    cluster.render_metrics(&mut body);
+                }
                 let _ = http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await;
                 return None;
             }
@@ -577,7 +801,7 @@ where
         refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
         return None;
     }
-    match hub.join(&join.room, &join.name, join.password.as_deref()) {
+    match hub.join(&join.room, &join.name, join.password.as_deref()).await {
         Ok((link, fanout)) => {
             info!(room = %join.room, id = %link.id, name = %join.name, "joined");
             Some(JoinedConnection { ws, link, fanout })
@@ -598,7 +822,7 @@ fn close_code_for(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::TooLarge => close_code::MESSAGE_TOO_BIG,
         ErrorCode::ShuttingDown => close_code::GOING_AWAY,
-        ErrorCode::RoomFull | ErrorCode::ServerFull => close_code::TRY_AGAIN_LATER,
+        ErrorCode::RoomFull | ErrorCode::ServerFull | ErrorCode::Unavailable => close_code::TRY_AGAIN_LATER,
         _ => close_code::POLICY_VIOLATION,
     }
 }
@@ -753,9 +977,13 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
     };
     hub.metrics.received(header.kind, frame.len());
     let frame = frame.freeze();
-    let members = Arc::clone(&fanout.members.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-    for member in members.iter().filter(|member| member.id != link.id) {
+    for member in fanout.members().iter().filter(|member| member.id != link.id) {
         member.push_media(now, header.kind, link.id, frame.clone(), hub);
+    }
+    if fanout.remote.load(Relaxed) > 0
+        && let (Some(cluster), Some(subjects)) = (&hub.cluster, &fanout.subjects)
+    {
+        cluster.publish_media(now, subjects, header.kind, link.id, frame);
     }
 }
 
