@@ -15,7 +15,7 @@ CHINWAG_RUN_PACKAGES=(libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 
 # sink behind ALSA's pulse plugin for real-device tests; espeak-ng and sox for test speech;
 # Xvfb and xwd to run and photograph the real window; Mesa's software Vulkan for the app's
 # rendered UI snapshots (wgpu).
-CHINWAG_TEST_PACKAGES=(procps pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox xvfb x11-apps mesa-vulkan-drivers)
+CHINWAG_TEST_PACKAGES=(procps nats-server pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox xvfb x11-apps mesa-vulkan-drivers)
 
 chinwag_say() { printf 'chinwag setup: %s\n' "$*" >&2; }
 

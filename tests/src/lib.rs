@@ -5,6 +5,10 @@
 
 pub mod audio;
 pub mod display;
+pub mod load;
+pub mod nats;
+
+pub use nats::NatsServer;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -97,13 +101,7 @@ impl RelayProcess {
 
     /// User plus system CPU time the relay has used so far (Linux only).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        let per_sec = clock_ticks_per_sec();
-        Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+        process_cpu_time(self.pid())
     }
 
     /// Sends SIGTERM and waits for the process to exit (Unix only).
@@ -130,6 +128,17 @@ impl Drop for RelayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User plus system CPU time process `pid` has used so far (Linux only: read from `/proc`).
+pub fn process_cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_sec = clock_ticks_per_sec();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
 }
 
 fn clock_ticks_per_sec() -> u64 {

@@ -13,16 +13,12 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use chinwag_e2e::{RelayProcess, TestClient, http_get, metric, process_clock_us};
-use chinwag_proto::{MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, RelayTime, SeqNo};
+use anyhow::Context as _;
+use chinwag_e2e::load::{self, Member, Traffic, percentile_ms, relay_drops};
+use chinwag_e2e::{RelayProcess, TestClient};
 use clap::Parser;
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
 #[command(about = "Audio fan-out load against a real chinwag-relay process.")]
@@ -51,36 +47,27 @@ struct Args {
 /// What one load phase measured.
 #[derive(Debug)]
 struct Phase {
-    clients: usize,
-    sent: u64,
-    expected: u64,
-    received: u64,
-    delays_us: Vec<u32>,
-    relay_cpu: f64,
-    wall: Duration,
+    load: load::LoadResult,
     relay_drops: u64,
 }
 
 impl Phase {
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.delays_us.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((self.delays_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.delays_us[index]) / 1000.0
+        percentile_ms(&self.load.local_delays_us, p)
     }
 
     fn report(&self, name: &str) {
+        let load = &self.load;
         println!(
             "{name}: {} clients, {} frames sent, {} of {} deliveries ({} missing), relay drops {}, relay CPU {:.1} % of one core over {:.1} s, delay ms p50 {:.3} p99 {:.3} p999 {:.3} max {:.3}",
-            self.clients,
-            self.sent,
-            self.received,
-            self.expected,
-            self.expected.saturating_sub(self.received),
+            load.clients,
+            load.sent,
+            load.received(),
+            load.expected(),
+            load.expected().saturating_sub(load.received()),
             self.relay_drops,
-            self.relay_cpu * 100.0,
-            self.wall.as_secs_f64(),
+            load.cpu[0].as_secs_f64() / load.wall.as_secs_f64() * 100.0,
+            load.wall.as_secs_f64(),
             self.percentile_ms(0.5),
             self.percentile_ms(0.99),
             self.percentile_ms(0.999),
@@ -149,112 +136,23 @@ async fn run_phase(
     args: &Args,
     seconds: f64,
 ) -> anyhow::Result<Phase> {
-    let mut joined = Vec::new();
+    let mut members = Vec::new();
     for room in 0..rooms {
         for member in 0..per_room {
-            let (client, _) = TestClient::join(
-                &relay.url,
-                &format!("{tag}-{room}"),
-                &format!("load-{room}-{member}"),
-                None,
-            )
-            .await?;
-            joined.push(client);
+            members.push(Member {
+                url: relay.url.clone(),
+                relay: 0,
+                room: format!("{tag}-{room}"),
+                name: format!("load-{room}-{member}"),
+                sends: true,
+            });
         }
     }
-    // Let the presence messages of the joins settle before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let drops_before = relay_drops(relay).await?;
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.fps));
-    let frames_each = (seconds * f64::from(args.fps)).round() as u64;
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let cpu_before = relay.cpu_time()?;
-    let started = Instant::now();
-    let n_clients = joined.len();
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for (index, client) in joined.into_iter().enumerate() {
-        let (mut sink, mut stream) = client.into_inner().split();
-        // Stagger the senders over one frame period, as real clients would be.
-        let offset = period.mul_f64(index as f64 / n_clients as f64);
-        let payload = vec![0x42u8; args.payload];
-        senders.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(period);
-            for seq in 0..frames_each {
-                tick.tick().await;
-                let header = MediaHeader {
-                    kind: MediaKind::Audio,
-                    flags: MediaFlags::default(),
-                    sender: ParticipantId(0),
-                    seq: SeqNo(seq as u32),
-                    timestamp: MediaTimestamp((seq as u32).wrapping_mul(960)),
-                    capture_time: RelayTime::from_micros(process_clock_us()),
-                };
-                sink.send(Message::binary(chinwag_proto::encode_frame(&header, &payload))).await?;
-            }
-            anyhow::Ok(sink)
-        }));
-        let stop = Arc::clone(&stop);
-        let received = Arc::clone(&received);
-        receivers.push(tokio::spawn(async move {
-            let mut delays = Vec::with_capacity(frames_each as usize * (per_room - 1));
-            loop {
-                let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
-                match next {
-                    Ok(Some(Ok(Message::Binary(frame)))) => {
-                        let (header, _) = MediaHeader::decode(&frame)?;
-                        let delay = process_clock_us().saturating_sub(header.capture_time.as_micros());
-                        delays.push(delay.min(u64::from(u32::MAX)) as u32);
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    Ok(Some(Err(error))) => bail!("receiver failed: {error}"),
-                    Ok(None) => bail!("relay closed a receiver"),
-                    Err(_) if stop.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
-                }
-            }
-            anyhow::Ok((delays, stream))
-        }));
-    }
-    let mut sent = 0;
-    let mut sinks = Vec::new();
-    for sender in senders {
-        sinks.push(sender.await??);
-        sent += frames_each;
-    }
-    let wall = started.elapsed();
-    let cpu = relay.cpu_time()?.saturating_sub(cpu_before);
-    // Give the last frames time to arrive, then stop the receivers.
-    let expected = sent * (per_room as u64 - 1);
-    let drain_until = Instant::now() + Duration::from_secs(2);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut delays_us = Vec::new();
-    let mut streams = Vec::new();
-    for receiver in receivers {
-        let (delays, stream) = receiver.await??;
-        delays_us.extend(delays);
-        streams.push(stream);
-    }
-    delays_us.sort_unstable();
-    let relay_drops = relay_drops(relay).await? - drops_before;
-    // Dropping both halves closes the connections; the relay cleans up their rooms.
-    drop((sinks, streams));
-    Ok(Phase {
-        clients: n_clients,
-        sent,
-        expected,
-        received: received.load(Ordering::Relaxed),
-        delays_us,
-        relay_cpu: cpu.as_secs_f64() / wall.as_secs_f64(),
-        wall,
-        relay_drops,
-    })
+    let drops_before = relay_drops(relay.addr).await?;
+    let traffic = Traffic { fps: args.fps, payload_bytes: args.payload, seconds };
+    let load = load::run(&members, traffic, &[relay.pid()]).await?;
+    let relay_drops = relay_drops(relay.addr).await? - drops_before;
+    Ok(Phase { load, relay_drops })
 }
 
 /// Joins `n` clients that then sit idle, and reports what they cost the relay in memory.
@@ -281,12 +179,4 @@ async fn idle_memory(relay: &RelayProcess, n: usize) -> anyhow::Result<()> {
     drop(idle);
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
-}
-
-async fn relay_drops(relay: &RelayProcess) -> anyhow::Result<u64> {
-    let (_, text) = http_get(relay.addr, "/metrics").await?;
-    Ok(["bad_header", "video_superseded", "video_queue_full", "receiver_too_slow", "receiver_closed"]
-        .iter()
-        .filter_map(|reason| metric(&text, &format!("chinwag_dropped_frames_total{{reason=\"{reason}\"}}")))
-        .sum())
 }
