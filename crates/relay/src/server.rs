@@ -515,6 +515,11 @@ impl Hub {
         self.announce_locked(&state, room, changes);
     }
 
+    /// The relays that hold participants in this relay's rooms.
+    pub(crate) fn roster_nodes(&self) -> Vec<String> {
+        lock(&self.state).roster.nodes().into_iter().map(str::to_owned).collect()
+    }
+
     /// Another relay died: its participants leave this relay's rooms.
     pub(crate) fn node_dead(&self, node: &str) {
         let mut state = lock(&self.state);

@@ -543,6 +543,31 @@ async fn a_killed_relays_participants_leave_the_others_rooms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_relay_that_died_unwatched_do_not_haunt_the_room() {
+    let cluster = Cluster::start("ghosts");
+    // Relay B dies with Bob in the room while no other relay watches it: his member stays in
+    // the room's record, password and all.
+    let b = cluster.relay("b", &["--max-participants", "2"]);
+    until_formed(&[&b], 1).await;
+    let bob = View::join(&b.url, "r", "Bob", Some("pw")).await;
+    tokio::task::block_in_place(|| drop(b));
+    drop(bob);
+
+    // Relay A starts afterwards and has never heard of B. Right after it connects it cannot
+    // tell a dead relay from a slow one, so Ada may see Bob at first; he must go within the
+    // grace period, and the room's password and place must follow.
+    let a = cluster.relay("a", &["--max-participants", "2"]);
+    until_formed(&[&a], 1).await;
+    let mut ada = View::join(&a.url, "r", "Ada", Some("pw")).await;
+    let took = ada.until_names(&[], 8 * SECOND).await;
+    eprintln!("Ada saw the dead relay's member gone after {took:?}");
+    let mut carol = View::join(&a.url, "r", "Carol", Some("pw")).await;
+    carol.until_names(&["Ada"], 5 * SECOND).await;
+    ada.until_names(&["Carol"], 5 * SECOND).await;
+    ada.assert_no_surprises();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_one_relay_go_on_while_nats_is_down_and_the_cluster_heals() {
     let mut cluster = Cluster::start("outage");
     let a = cluster.relay("a", &[]);

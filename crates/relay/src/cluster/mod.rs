@@ -565,6 +565,15 @@ async fn heartbeat_task(link: Arc<ClusterLink>, hub: Arc<Hub>) {
                     warn!(%node, "a relay went silent; its participants leave");
                     node_gone(&link, &hub, node);
                 }
+                // Members of relays never heard from at all (dead before this one started, and
+                // still in a record) leave once the grace after connecting is over.
+                let alive = lock(&link.liveness).snapshot(now);
+                for node in hub.roster_nodes() {
+                    if !alive.is_alive(&node) {
+                        info!(%node, "a relay in a room's record is not alive; its participants leave");
+                        node_gone(&link, &hub, node);
+                    }
+                }
             }
         }
     }

@@ -164,6 +164,11 @@ impl Roster {
         gone
     }
 
+    /// The relays holding participants in the tracked rooms.
+    pub fn nodes(&self) -> std::collections::HashSet<&str> {
+        self.rooms.values().flat_map(|entry| entry.peers.iter().map(|member| member.node.as_str())).collect()
+    }
+
     /// The participants other relays hold in `room`.
     pub fn peers(&self, room: &str) -> impl Iterator<Item = &Peer> {
         self.rooms.get(room).into_iter().flat_map(|entry| entry.peers.iter().map(|member| &member.peer))
@@ -332,6 +337,7 @@ mod tests {
         roster.acquire("s");
         roster.sync("r", Some(&record(&[(2, "b"), (3, "c")])), "me", |_| true);
         roster.sync("s", Some(&record(&[(4, "b")])), "me", |_| true);
+        assert_eq!(roster.nodes(), ["b", "c"].into_iter().collect());
         let mut gone = roster.node_dead("b");
         gone.sort();
         assert_eq!(gone, vec![("r".into(), ParticipantId(2)), ("s".into(), ParticipantId(4))]);
