@@ -7,8 +7,10 @@ pub mod audio;
 pub mod display;
 pub mod load;
 pub mod nats;
+pub mod throttle;
 
 pub use nats::NatsServer;
+pub use throttle::ThrottledProxy;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chinwag_e2e::{NatsServer, Received, RelayProcess, TestClient, http_get, metric, process_clock_us};
+use chinwag_e2e::{
+    NatsServer, Received, RelayProcess, TestClient, ThrottledProxy, http_get, metric, process_clock_us,
+};
 use chinwag_proto::{
     ClientMessage, ErrorCode, ErrorMessage, Join, MediaFlags, MediaHeader, MediaKind, MediaTimestamp,
     ParticipantId, Peer, RelayTime, SeqNo, ServerMessage, StateUpdate, encode_frame,
@@ -565,6 +567,81 @@ async fn members_of_a_relay_that_died_unwatched_do_not_haunt_the_room() {
     carol.until_names(&["Ada"], 5 * SECOND).await;
     ada.until_names(&["Carol"], 5 * SECOND).await;
     ada.assert_no_surprises();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_to_nats_loses_video_before_audio() {
+    const LINK_BYTES_PER_SEC: u64 = 120_000;
+    const SECONDS: u32 = 6;
+    const VIDEO_BYTES: usize = 40_000;
+    let cluster = Cluster::start("slow-link");
+    let nats_addr: std::net::SocketAddr = cluster.nats.url().trim_start_matches("nats://").parse().unwrap();
+    let proxy = ThrottledProxy::start(nats_addr, LINK_BYTES_PER_SEC).unwrap();
+    let slow_url = format!("nats://{}", proxy.addr());
+    let a = tokio::task::block_in_place(|| {
+        let args = ["--cluster", slow_url.as_str(), "--node-id", "a"];
+        RelayProcess::start(Path::new(env!("CARGO_BIN_EXE_chinwag-relay")), &args).unwrap()
+    });
+    let b = cluster.relay("b", &[]);
+    until_formed(&[&a, &b], 2).await;
+    let ada = View::join(&a.url, "r", "Ada", None).await;
+    let mut bob = View::join(&b.url, "r", "Bob", None).await;
+    bob.until_names(&["Ada"], 5 * SECOND).await;
+    tokio::time::sleep(SECOND).await;
+
+    // Ada sends 50 audio frames a second and 15 video frames of 40 kB: five times what the
+    // link to NATS carries.
+    let mut ada_client = ada.client;
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for seq in 0..50 * SECONDS {
+            tick.tick().await;
+            let sent_at = process_clock_us().to_be_bytes();
+            ada_client.send_binary(frame(MediaKind::Audio, 0, seq, &sent_at)).await.unwrap();
+            if seq % 10 == 0 || seq % 10 == 3 || seq % 10 == 6 {
+                let mut payload = sent_at.to_vec();
+                payload.resize(VIDEO_BYTES, 0x5a);
+                ada_client.send_binary(frame(MediaKind::Video, 0, seq, &payload)).await.unwrap();
+            }
+        }
+        ada_client
+    });
+    let (mut audio_delays_ms, mut video_frames) = (Vec::new(), 0u32);
+    let deadline = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 3);
+    while let Ok(received) = bob.client.next(deadline.saturating_duration_since(Instant::now())).await {
+        let Received::Media(bytes) = received else { continue };
+        let (header, body) = MediaHeader::decode(&bytes).unwrap();
+        match header.kind {
+            MediaKind::Audio => {
+                let sent_at = u64::from_be_bytes(body[..8].try_into().unwrap());
+                audio_delays_ms.push((process_clock_us() - sent_at) as f64 / 1000.0);
+            }
+            MediaKind::Video => video_frames += 1,
+        }
+    }
+    let _ada = sender.await.unwrap();
+    let (_, metrics) = http_get(a.addr, "/metrics").await.unwrap();
+    let video_dropped = ["video_superseded", "video_queue_full"]
+        .iter()
+        .filter_map(|reason| {
+            metric(&metrics, &format!("chinwag_cluster_dropped_frames_total{{reason=\"{reason}\"}}"))
+        })
+        .sum::<u64>();
+    audio_delays_ms.sort_by(f64::total_cmp);
+    let p95 = audio_delays_ms.get(audio_delays_ms.len() * 95 / 100).copied().unwrap_or(f64::INFINITY);
+    eprintln!(
+        "over a {LINK_BYTES_PER_SEC} B/s link: {} of {} audio frames, p95 {p95:.1} ms, max {:.1} ms; {video_frames} of {} video frames; relay A dropped {video_dropped} video frames",
+        audio_delays_ms.len(),
+        50 * SECONDS,
+        audio_delays_ms.last().copied().unwrap_or_default(),
+        15 * SECONDS,
+    );
+    assert!(audio_delays_ms.len() as u32 >= 50 * SECONDS * 95 / 100, "audio got through the slow link");
+    assert!(p95 < 300.0, "audio waited behind video: p95 {p95:.1} ms");
+    assert!((1..15 * SECONDS * 2 / 3).contains(&video_frames), "video gave way: {video_frames}");
+    assert!(video_dropped > 0, "relay A counted the video it dropped");
+    let queued = metric(&metrics, "chinwag_cluster_queued_bytes").unwrap();
+    assert!(queued < 9 << 20, "the queue to NATS stayed within its budget: {queued} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,15 +87,23 @@ impl<S: PartialEq> Egress<S> {
         dropped
     }
 
-    /// The next frame to publish: audio before video.
-    pub fn pop(&mut self) -> Option<Publish<S>> {
-        if let Some((_, subject, frame)) = self.audio.pop_front() {
-            self.audio_bytes -= frame.len();
-            return Some(Publish { subject, kind: MediaKind::Audio, frame });
-        }
+    /// The next audio frame to publish, oldest first.
+    pub fn pop_audio(&mut self) -> Option<Publish<S>> {
+        let (_, subject, frame) = self.audio.pop_front()?;
+        self.audio_bytes -= frame.len();
+        Some(Publish { subject, kind: MediaKind::Audio, frame })
+    }
+
+    /// The next video frame to publish.
+    pub fn pop_video(&mut self) -> Option<Publish<S>> {
         let (subject, _, frame) = self.video.pop_front()?;
         self.video_bytes -= frame.len();
         Some(Publish { subject, kind: MediaKind::Video, frame })
+    }
+
+    /// The next frame to publish: audio before video.
+    pub fn pop(&mut self) -> Option<Publish<S>> {
+        self.pop_audio().or_else(|| self.pop_video())
     }
 
     /// Drops everything (the link is down); returns what was dropped.

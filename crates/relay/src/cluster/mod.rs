@@ -65,6 +65,10 @@ const SUBSCRIPTION_CAPACITY: usize = 4096;
 /// Commands the NATS client buffers before a publish waits; small, so that a slow NATS link
 /// backs up into the egress queue, where video goes first.
 const CLIENT_CAPACITY: usize = 256;
+/// Video bytes a relay lets travel towards NATS before it waits for them to arrive: with a slow
+/// link, frames then wait in the egress queue, where the newest replaces the older, instead of
+/// in socket buffers, where they would take seconds to drain.
+const VIDEO_IN_FLIGHT: usize = 128 << 10;
 const EGRESS_LIMITS: EgressLimits =
     EgressLimits { audio_bytes: 512 << 10, video_bytes: 8 << 20, max_delay: Duration::from_millis(500) };
 
@@ -186,10 +190,17 @@ pub(crate) struct ClusterLink {
     /// The node id plus a suffix new at every start, so that a relay restarted under the same
     /// id is not mistaken for its previous life.
     pub(crate) instance: String,
+    /// Heartbeats, key-value, presence and audio.
     client: Client,
+    /// Video alone, on a connection of its own, so that a backlog of video on a slow link
+    /// never queues in front of audio in one TCP stream.
+    video_client: Client,
+    /// Where `video_client` asks whether its video has arrived; answered on `client`.
+    ack_subject: Subject,
     ops: mpsc::Sender<Op>,
     egress: Mutex<Egress<Subject>>,
-    egress_wake: Notify,
+    audio_wake: Notify,
+    video_wake: Notify,
     liveness: Mutex<Liveness>,
     /// Connected to NATS, as last reported by the client.
     connected: AtomicBool,
@@ -233,35 +244,54 @@ impl ClusterLink {
         let (event_tx, event_rx) = mpsc::channel(64);
         let metrics = Arc::new(ClusterMetrics::default());
         let slow = Arc::clone(&metrics);
-        let mut options = ConnectOptions::new()
-            .name(format!("chinwag-relay {}", config.node_id))
-            .no_echo()
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
-            .ping_interval(Duration::from_secs(5))
-            .reconnect_delay_callback(|attempts| Duration::from_millis(250 * attempts.clamp(1, 8) as u64))
-            .client_capacity(CLIENT_CAPACITY)
-            .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .event_callback(move |event| {
-                let event_tx = event_tx.clone();
-                let slow = Arc::clone(&slow);
+        let options = |name: String| {
+            let options = ConnectOptions::new()
+                .name(name)
+                .no_echo()
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .connection_timeout(Duration::from_secs(2))
+                .ping_interval(Duration::from_secs(5))
+                .reconnect_delay_callback(|attempts| Duration::from_millis(250 * attempts.clamp(1, 8) as u64))
+                .client_capacity(CLIENT_CAPACITY)
+                .subscription_capacity(SUBSCRIPTION_CAPACITY);
+            match &config.ca_file {
+                Some(ca_file) => options.add_root_certificates(ca_file.clone()),
+                None => options,
+            }
+        };
+        let video_slow = Arc::clone(&metrics);
+        let video_options =
+            options(format!("chinwag-relay {} video", config.node_id)).event_callback(move |event| {
+                let slow = Arc::clone(&video_slow);
                 async move {
-                    if let Event::SlowConsumer(_) = event {
-                        // This relay did not keep up with what NATS sent; the client dropped it.
-                        slow.dropped(ClusterDrop::SlowConsumer, 1);
-                    } else {
-                        let _ = event_tx.try_send(event);
+                    match event {
+                        Event::SlowConsumer(_) => slow.dropped(ClusterDrop::SlowConsumer, 1),
+                        Event::Disconnected => debug!("the video link to the cluster dropped"),
+                        _ => {}
                     }
                 }
             });
-        if let Some(ca_file) = &config.ca_file {
-            options = options.add_root_certificates(ca_file.clone());
-        }
-        let client = options
-            .connect(config.url.as_str())
-            .await
-            .map_err(|source| ClusterError { url: redacted(&config.url), source })?;
+        let options = options(format!("chinwag-relay {}", config.node_id)).event_callback(move |event| {
+            let event_tx = event_tx.clone();
+            let slow = Arc::clone(&slow);
+            async move {
+                if let Event::SlowConsumer(_) = event {
+                    // This relay did not keep up with what NATS sent; the client dropped it.
+                    slow.dropped(ClusterDrop::SlowConsumer, 1);
+                } else {
+                    let _ = event_tx.try_send(event);
+                }
+            }
+        });
+        let connect = |options: ConnectOptions| async {
+            options
+                .connect(config.url.as_str())
+                .await
+                .map_err(|source| ClusterError { url: redacted(&config.url), source })
+        };
+        let client = connect(options).await?;
+        let video_client = connect(video_options).await?;
         let deadline = Instant::now() + FIRST_CONNECT;
         while client.connection_state() != async_nats::connection::State::Connected
             && Instant::now() < deadline
@@ -275,6 +305,7 @@ impl ClusterLink {
         }
         let suffix: u32 = rand::random();
         let instance = format!("{}#{suffix:08x}", config.node_id);
+        let ack_subject = Subject::from(format!("chinwag.ack.{}.{suffix:08x}", config.node_id));
         let (ops, ops_rx) = mpsc::channel(WORKER_QUEUE);
         Ok(Arc::new(ClusterLink {
             problem: Mutex::new((!connected).then(|| format!("cannot reach NATS at {url}"))),
@@ -282,9 +313,12 @@ impl ClusterLink {
             liveness: Mutex::new(Liveness::new(&instance, config.dead_after, Instant::now())),
             instance,
             client,
+            video_client,
+            ack_subject,
             ops,
             egress: Mutex::new(Egress::new(EGRESS_LIMITS)),
-            egress_wake: Notify::new(),
+            audio_wake: Notify::new(),
+            video_wake: Notify::new(),
             connected: AtomicBool::new(connected),
             metrics,
             startup: Mutex::new(Some((ops_rx, event_rx))),
@@ -305,7 +339,9 @@ impl ClusterLink {
         tokio::spawn(worker.run(ops_rx));
         tokio::spawn(events_task(Arc::clone(self), event_rx));
         tokio::spawn(heartbeat_task(Arc::clone(self), Arc::clone(hub)));
-        tokio::spawn(publisher_task(Arc::clone(self)));
+        tokio::spawn(audio_publisher_task(Arc::clone(self)));
+        tokio::spawn(video_publisher_task(Arc::clone(self)));
+        tokio::spawn(ack_task(Arc::clone(self)));
     }
 
     pub fn is_up(&self) -> bool {
@@ -367,7 +403,22 @@ impl ClusterLink {
             }
         };
         self.count_dropped(dropped);
-        self.egress_wake.notify_one();
+        match kind {
+            MediaKind::Audio => self.audio_wake.notify_one(),
+            MediaKind::Video => self.video_wake.notify_one(),
+        }
+    }
+
+    async fn publish_frame(&self, client: &Client, publish: egress::Publish<Subject>) {
+        match client.publish(publish.subject, publish.frame).await {
+            Ok(()) => {
+                self.metrics.published[kind_index(publish.kind)].fetch_add(1, Relaxed);
+            }
+            Err(error) => {
+                debug!(%error, "cannot publish a frame");
+                self.metrics.dropped(ClusterDrop::PublishFailed, 1);
+            }
+        }
     }
 
     fn count_dropped(&self, dropped: Dropped) {
@@ -584,12 +635,12 @@ fn node_gone(link: &ClusterLink, hub: &Hub, node: String) {
     link.send(Op::CleanDead { node });
 }
 
-/// Drains the egress queue onto NATS, audio first.
-async fn publisher_task(link: Arc<ClusterLink>) {
+/// Drains the egress queue's audio onto the main connection.
+async fn audio_publisher_task(link: Arc<ClusterLink>) {
     loop {
-        let next = lock(&link.egress).pop();
+        let next = lock(&link.egress).pop_audio();
         let Some(publish) = next else {
-            link.egress_wake.notified().await;
+            link.audio_wake.notified().await;
             continue;
         };
         if !link.is_connected() {
@@ -597,14 +648,54 @@ async fn publisher_task(link: Arc<ClusterLink>) {
             link.metrics.dropped(ClusterDrop::LinkDown, lost.audio + lost.video + 1);
             continue;
         }
-        match link.client.publish(publish.subject, publish.frame).await {
-            Ok(()) => {
-                link.metrics.published[kind_index(publish.kind)].fetch_add(1, Relaxed);
+        link.publish_frame(&link.client, publish).await;
+    }
+}
+
+/// Drains the egress queue's video onto the video connection, letting at most
+/// [`VIDEO_IN_FLIGHT`] bytes travel before it asks NATS (through the main connection's
+/// responder) whether they arrived. While it waits, newer frames replace older ones in the
+/// queue: a slow link shows as a lower frame rate, not as delay.
+async fn video_publisher_task(link: Arc<ClusterLink>) {
+    let mut in_flight = 0;
+    loop {
+        let next = lock(&link.egress).pop_video();
+        let Some(publish) = next else {
+            link.video_wake.notified().await;
+            continue;
+        };
+        if !link.is_connected()
+            || link.video_client.connection_state() != async_nats::connection::State::Connected
+        {
+            link.metrics.dropped(ClusterDrop::LinkDown, 1);
+            continue;
+        }
+        in_flight += publish.frame.len();
+        link.publish_frame(&link.video_client, publish).await;
+        if in_flight >= VIDEO_IN_FLIGHT {
+            in_flight = 0;
+            let asked = link.video_client.request(link.ack_subject.clone(), Bytes::new());
+            if tokio::time::timeout(Duration::from_secs(2), asked).await.is_err() {
+                debug!("video took over 2 s to reach NATS");
             }
+        }
+    }
+}
+
+/// Answers the video connection's "has it all arrived?" on the main connection.
+async fn ack_task(link: Arc<ClusterLink>) {
+    let mut asks = loop {
+        match link.client.subscribe(link.ack_subject.clone()).await {
+            Ok(subscriber) => break subscriber,
             Err(error) => {
-                debug!(%error, "cannot publish a frame");
-                link.metrics.dropped(ClusterDrop::PublishFailed, 1);
+                warn!(%error, "cannot subscribe for video acknowledgements; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    };
+    while let Some(ask) = asks.next().await {
+        if let Some(reply) = ask.reply {
+            let _ = link.client.publish(reply, Bytes::new()).await;
         }
     }
 }
@@ -796,7 +887,7 @@ impl Worker {
             let subscribed = async {
                 Ok::<_, async_nats::SubscribeError>((
                     client.subscribe(subjects.audio.clone()).await?,
-                    client.subscribe(subjects.video.clone()).await?,
+                    self.link.video_client.subscribe(subjects.video.clone()).await?,
                     client.subscribe(subjects.presence.clone()).await?,
                 ))
             };
