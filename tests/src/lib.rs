@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use chinwag_proto::{ClientMessage, Join, ServerMessage, Welcome, parse_server_message};
+use chinwag_proto::{
+    ClientMessage, Join, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, RelayTime, SeqNo,
+    ServerMessage, Welcome, encode_frame, parse_server_message,
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -353,6 +356,20 @@ pub fn metric(text: &str, sample: &str) -> Option<u64> {
 
 /// Microseconds on a clock shared by every task of this process, for capture times that
 /// the same process reads back on receipt.
+/// A media frame as a client sends it: `claimed_sender` (which the relay must overwrite),
+/// `seq`, a timestamp of 960 ticks per frame and this process's clock as capture time.
+pub fn media_frame(kind: MediaKind, claimed_sender: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let header = MediaHeader {
+        kind,
+        flags: MediaFlags::default(),
+        sender: ParticipantId(claimed_sender),
+        seq: SeqNo(seq),
+        timestamp: MediaTimestamp(seq.wrapping_mul(960)),
+        capture_time: RelayTime::from_micros(process_clock_us()),
+    };
+    encode_frame(&header, payload)
+}
+
 pub fn process_clock_us() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_micros() as u64

@@ -5,11 +5,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chinwag_capture::PATTERN_BARS;
-use chinwag_codec::JpegDecoder;
 use chinwag_e2e::audio::tone_amplitude;
 use chinwag_e2e::{NatsServer, RelayProcess, http_get, metric};
-use common::{finish, peer, relay, spawn_bot, stats, temp_dir, wait_for_participants};
+use common::{assert_pattern_bars, finish, peer, relay, spawn_bot, stats, temp_dir, wait_for_participants};
 use serde_json::Value;
 
 /// Waits until the relay is connected to NATS and sees `nodes` relays, itself included.
@@ -53,16 +51,7 @@ fn check_received(viewer: &str, stats: &Value, record: &Path, from: &str, hz: f3
 
     // The last frame received is the pattern: seven bars across the top two-thirds.
     let jpeg = std::fs::read(record.join(format!("{from}.jpg"))).expect("the viewer wrote the last frame");
-    let frame = JpegDecoder::default().decode(&jpeg).unwrap();
-    assert_eq!((frame.width, frame.height), (320, 240));
-    for (index, expected) in PATTERN_BARS.iter().enumerate() {
-        let x = (index as u32 * 2 + 1) * frame.width / 14;
-        for y in [frame.height / 6, frame.height / 3, frame.height / 2] {
-            let got = frame.pixel(x, y).unwrap();
-            let close = got.iter().zip(expected).all(|(g, e)| g.abs_diff(*e) <= 40);
-            assert!(close, "{viewer}: {from}'s bar {index} at ({x}, {y}): {got:?}, expected {expected:?}");
-        }
-    }
+    assert_pattern_bars(&jpeg, &format!("{viewer} seeing {from}"));
 }
 
 #[test]

@@ -44,6 +44,22 @@ impl DropReason {
     }
 }
 
+/// Writes one metric in the Prometheus text format, named `chinwag_{name}`.
+pub(crate) fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP chinwag_{name} {help}\n# TYPE chinwag_{name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "chinwag_{name}{labels} {value}");
+    }
+}
+
+/// One sample per media kind, labelled `kind`.
+pub(crate) fn by_kind(values: &[AtomicU64; 2]) -> Vec<(String, u64)> {
+    [MediaKind::Audio, MediaKind::Video]
+        .iter()
+        .map(|kind| (format!("{{kind=\"{}\"}}", kind.as_str()), values[kind_index(*kind)].load(Relaxed)))
+        .collect()
+}
+
 /// The error codes the relay sends, in the order they are reported.
 const SENT_CODES: [ErrorCode; 11] = [
     ErrorCode::BadRequest,
@@ -82,7 +98,7 @@ pub struct Gauges {
     pub largest_queue_bytes: usize,
 }
 
-fn kind_index(kind: MediaKind) -> usize {
+pub(crate) fn kind_index(kind: MediaKind) -> usize {
     match kind {
         MediaKind::Audio => 0,
         MediaKind::Video => 1,
@@ -127,20 +143,9 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP chinwag_{name} {help}\n# TYPE chinwag_{name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "chinwag_{name}{labels} {value}");
-            }
+            write_metric(&mut out, name, kind, help, samples);
         };
         let plain = |value: u64| vec![(String::new(), value)];
-        let by_kind = |values: &[AtomicU64; 2]| {
-            [MediaKind::Audio, MediaKind::Video]
-                .iter()
-                .map(|kind| {
-                    (format!("{{kind=\"{}\"}}", kind.as_str()), values[kind_index(*kind)].load(Relaxed))
-                })
-                .collect::<Vec<_>>()
-        };
         metric("connections", "gauge", "Open connections, joined or not.", &plain(self.open_connections()));
         metric(
             "connections_accepted_total",

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chinwag_e2e::{
-    NatsServer, Received, RelayProcess, TestClient, ThrottledProxy, http_get, metric, process_clock_us,
+    NatsServer, Received, RelayProcess, TestClient, ThrottledProxy, http_get, media_frame, metric,
+    process_clock_us,
 };
 use chinwag_proto::{
-    ClientMessage, ErrorCode, ErrorMessage, Join, MediaFlags, MediaHeader, MediaKind, MediaTimestamp,
-    ParticipantId, Peer, RelayTime, SeqNo, ServerMessage, StateUpdate, encode_frame,
+    ClientMessage, ErrorCode, ErrorMessage, Join, MediaHeader, MediaKind, ParticipantId, Peer, ServerMessage,
+    StateUpdate,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -144,18 +145,6 @@ impl View {
     }
 }
 
-fn frame(kind: MediaKind, claimed_sender: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let header = MediaHeader {
-        kind,
-        flags: MediaFlags::default(),
-        sender: ParticipantId(claimed_sender),
-        seq: SeqNo(seq),
-        timestamp: MediaTimestamp(seq.wrapping_mul(960)),
-        capture_time: RelayTime::from_micros(process_clock_us()),
-    };
-    encode_frame(&header, payload)
-}
-
 fn audio_payload(from: &str, seq: u32) -> Vec<u8> {
     format!("{from} audio {seq}").into_bytes()
 }
@@ -176,13 +165,18 @@ async fn send_media(client: &mut TestClient, from: &str) {
     for seq in 0..AUDIO_FRAMES {
         tick.tick().await;
         client
-            .send_binary(frame(MediaKind::Audio, 0xdead_beef, seq, &audio_payload(from, seq)))
+            .send_binary(media_frame(MediaKind::Audio, 0xdead_beef, seq, &audio_payload(from, seq)))
             .await
             .unwrap();
         if seq % VIDEO_EVERY == VIDEO_EVERY - 1 {
             let video_seq = seq / VIDEO_EVERY;
             client
-                .send_binary(frame(MediaKind::Video, 0xdead_beef, video_seq, &video_payload(from, video_seq)))
+                .send_binary(media_frame(
+                    MediaKind::Video,
+                    0xdead_beef,
+                    video_seq,
+                    &video_payload(from, video_seq),
+                ))
                 .await
                 .unwrap();
         }
@@ -597,11 +591,11 @@ async fn a_slow_link_to_nats_loses_video_before_audio() {
         for seq in 0..50 * SECONDS {
             tick.tick().await;
             let sent_at = process_clock_us().to_be_bytes();
-            ada_client.send_binary(frame(MediaKind::Audio, 0, seq, &sent_at)).await.unwrap();
+            ada_client.send_binary(media_frame(MediaKind::Audio, 0, seq, &sent_at)).await.unwrap();
             if seq % 10 == 0 || seq % 10 == 3 || seq % 10 == 6 {
                 let mut payload = sent_at.to_vec();
                 payload.resize(VIDEO_BYTES, 0x5a);
-                ada_client.send_binary(frame(MediaKind::Video, 0, seq, &payload)).await.unwrap();
+                ada_client.send_binary(media_frame(MediaKind::Video, 0, seq, &payload)).await.unwrap();
             }
         }
         ada_client

@@ -4,28 +4,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, metric, process_clock_us};
-use chinwag_proto::{
-    ClientMessage, ErrorCode, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, RelayTime,
-    SeqNo, ServerMessage, StateUpdate, encode_frame,
-};
+use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, media_frame, metric, process_clock_us};
+use chinwag_proto::{ClientMessage, ErrorCode, MediaHeader, MediaKind, SeqNo, ServerMessage, StateUpdate};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn relay(args: &[&str]) -> RelayProcess {
     RelayProcess::start(Path::new(env!("CARGO_BIN_EXE_chinwag-relay")), args).expect("relay starts")
-}
-
-fn frame(kind: MediaKind, claimed_sender: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let header = MediaHeader {
-        kind,
-        flags: MediaFlags::default(),
-        sender: ParticipantId(claimed_sender),
-        seq: SeqNo(seq),
-        timestamp: MediaTimestamp(seq.wrapping_mul(960)),
-        capture_time: RelayTime::from_micros(process_clock_us()),
-    };
-    encode_frame(&header, payload)
 }
 
 async fn nothing_arrives(client: &mut TestClient, within: Duration) -> bool {
@@ -88,8 +73,8 @@ async fn media_reaches_the_rest_of_the_room_only_and_the_sender_cannot_be_forged
     let (mut dan, _) = TestClient::join(&relay.url, "elsewhere", "Dan", None).await.unwrap();
 
     let forged = 0xdead_beef;
-    ada.send_binary(frame(MediaKind::Audio, forged, 7, b"opus packet")).await.unwrap();
-    ada.send_binary(frame(MediaKind::Video, forged, 8, b"jpeg image")).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Audio, forged, 7, b"opus packet")).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Video, forged, 8, b"jpeg image")).await.unwrap();
     for receiver in [&mut bob, &mut carol] {
         for (kind, seq, payload) in
             [(MediaKind::Audio, 7, &b"opus packet"[..]), (MediaKind::Video, 8, b"jpeg image")]
@@ -113,14 +98,14 @@ async fn bad_media_headers_are_dropped_counted_and_the_call_goes_on() {
     let relay = relay(&[]);
     let (mut ada, _) = TestClient::join(&relay.url, "r", "Ada", None).await.unwrap();
     let (mut bob, _) = TestClient::join(&relay.url, "r", "Bob", None).await.unwrap();
-    let mut bad_version = frame(MediaKind::Audio, 0, 1, b"x");
+    let mut bad_version = media_frame(MediaKind::Audio, 0, 1, b"x");
     bad_version[0] = 9;
-    let mut bad_kind = frame(MediaKind::Audio, 0, 1, b"x");
+    let mut bad_kind = media_frame(MediaKind::Audio, 0, 1, b"x");
     bad_kind[1] = 7;
     for garbage in [bad_version, bad_kind, vec![1, 1, 0], vec![]] {
         ada.send_binary(garbage).await.unwrap();
     }
-    ada.send_binary(frame(MediaKind::Audio, 0, 2, b"good")).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Audio, 0, 2, b"good")).await.unwrap();
     let received = bob.next_media(5 * SECOND).await.unwrap();
     assert_eq!(MediaHeader::decode(&received).unwrap().1, b"good", "only the good frame arrives");
     let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
@@ -192,13 +177,13 @@ async fn an_oversized_message_closes_only_that_connection() {
     let (mut bob, _) = TestClient::join(&relay.url, "r", "Bob", None).await.unwrap();
     let (mut carol, _) = TestClient::join(&relay.url, "r", "Carol", None).await.unwrap();
 
-    ada.send_binary(frame(MediaKind::Video, 0, 1, &vec![0u8; 100_000])).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Video, 0, 1, &vec![0u8; 100_000])).await.unwrap();
     let (error, close) = ada.expect_refusal(5 * SECOND).await.unwrap();
     assert_eq!(error.code, ErrorCode::TooLarge);
     assert!(error.message.contains("65536"), "{}", error.message);
     assert_eq!(close, Some(1009));
 
-    carol.send_binary(frame(MediaKind::Video, 0, 1, &vec![1u8; 60_000])).await.unwrap();
+    carol.send_binary(media_frame(MediaKind::Video, 0, 1, &vec![1u8; 60_000])).await.unwrap();
     let received = bob.next_media(5 * SECOND).await.unwrap();
     assert_eq!(received.len(), 60_024, "a frame under the limit still goes through");
     let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
@@ -253,7 +238,7 @@ async fn flooding_is_rate_limited() {
     let relay = relay(&["--max-messages-per-sec", "20"]);
     let (mut flood, _) = TestClient::join(&relay.url, "r", "Flood", None).await.unwrap();
     for seq in 0..100 {
-        if flood.send_binary(frame(MediaKind::Audio, 0, seq, b"x")).await.is_err() {
+        if flood.send_binary(media_frame(MediaKind::Audio, 0, seq, b"x")).await.is_err() {
             break;
         }
     }
@@ -281,7 +266,7 @@ async fn health_and_metrics_answer_over_plain_http() {
 
     let (mut ada, _) = TestClient::join(&relay.url, "r", "Ada", None).await.unwrap();
     let (mut bob, _) = TestClient::join(&relay.url, "r", "Bob", None).await.unwrap();
-    ada.send_binary(frame(MediaKind::Audio, 0, 1, &[0; 76])).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Audio, 0, 1, &[0; 76])).await.unwrap();
     bob.next_media(5 * SECOND).await.unwrap();
     let (status, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
@@ -311,7 +296,7 @@ async fn wss_works_with_a_generated_certificate() {
     assert_eq!(welcome.room, "secure");
     let mut bob = TestClient::connect(&url, Some(&cert.cert.pem())).await.unwrap();
     bob.join_here("secure", "Bob", None).await.unwrap();
-    ada.send_binary(frame(MediaKind::Audio, 0, 1, b"over tls")).await.unwrap();
+    ada.send_binary(media_frame(MediaKind::Audio, 0, 1, b"over tls")).await.unwrap();
     assert_eq!(MediaHeader::decode(&bob.next_media(5 * SECOND).await.unwrap()).unwrap().1, b"over tls");
 
     let untrusted = TestClient::connect(&url, None).await;
@@ -372,9 +357,9 @@ async fn a_receiver_that_never_reads_slows_nobody_and_memory_stays_bounded() {
         let video = vec![0x55u8; 300_000];
         for seq in 0..AUDIO_FRAMES {
             tick.tick().await;
-            sender.send_binary(frame(MediaKind::Audio, 0, seq, &[0; 80])).await.unwrap();
+            sender.send_binary(media_frame(MediaKind::Audio, 0, seq, &[0; 80])).await.unwrap();
             if seq % 2 == 0 {
-                sender.send_binary(frame(MediaKind::Video, 0, seq / 2, &video)).await.unwrap();
+                sender.send_binary(media_frame(MediaKind::Video, 0, seq / 2, &video)).await.unwrap();
             }
         }
         sender
@@ -441,10 +426,10 @@ async fn a_slow_link_gets_thinned_video_and_all_audio_while_others_keep_the_full
         for step in 0..SECONDS * 100 {
             tick.tick().await;
             if step % 2 == 0 {
-                sender.send_binary(frame(MediaKind::Audio, 0, step / 2, &[0; 80])).await.unwrap();
+                sender.send_binary(media_frame(MediaKind::Audio, 0, step / 2, &[0; 80])).await.unwrap();
             }
             if step % 10 == 0 || step % 10 == 3 || step % 10 == 7 {
-                sender.send_binary(frame(MediaKind::Video, 0, step, &video)).await.unwrap();
+                sender.send_binary(media_frame(MediaKind::Video, 0, step, &video)).await.unwrap();
             }
         }
         sender

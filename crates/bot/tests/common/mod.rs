@@ -62,3 +62,17 @@ pub fn wait_for_participants(relay: &RelayProcess, n: u64) {
 pub fn peer<'a>(stats: &'a Value, name: &str) -> &'a Value {
     stats["peers"].as_array().unwrap().iter().rev().find(|peer| peer["name"] == name).expect("peer in stats")
 }
+
+/// Asserts that `jpeg` is the 320×240 test pattern: seven bars across the top two-thirds.
+pub fn assert_pattern_bars(jpeg: &[u8], what: &str) {
+    let frame = chinwag_codec::JpegDecoder::default().decode(jpeg).unwrap();
+    assert_eq!((frame.width, frame.height), (320, 240), "{what}");
+    for (index, expected) in chinwag_capture::PATTERN_BARS.iter().enumerate() {
+        let x = (index as u32 * 2 + 1) * frame.width / 14;
+        for y in [frame.height / 6, frame.height / 3, frame.height / 2] {
+            let got = frame.pixel(x, y).unwrap();
+            let close = got.iter().zip(expected).all(|(g, e)| g.abs_diff(*e) <= 40);
+            assert!(close, "{what}: bar {index} at ({x}, {y}): {got:?}, expected {expected:?}");
+        }
+    }
+}

@@ -43,6 +43,7 @@ use self::liveness::{AliveNodes, Heard, Liveness};
 use self::record::{JoinRequest, RoomRecord};
 use self::roster::Presence;
 use crate::config::ClusterConfig;
+use crate::metrics::{by_kind, kind_index, write_metric};
 use crate::rooms::JoinRefusal;
 use crate::server::{Closing, Fanout, Hub, Link, lock, refusal};
 
@@ -60,8 +61,10 @@ const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
 const RECORD_ATTEMPTS: usize = 32;
 /// Operations waiting for the worker; a full queue refuses joins as `unavailable`.
 const WORKER_QUEUE: usize = 4096;
-/// Messages the NATS client buffers per subscription before it drops (a slow relay).
+/// Messages the NATS client buffers per subscription before it drops (a slow relay): audio
+/// and presence messages are small; video frames are large, so fewer of them are kept.
 const SUBSCRIPTION_CAPACITY: usize = 4096;
+const VIDEO_SUBSCRIPTION_CAPACITY: usize = 128;
 /// Commands the NATS client buffers before a publish waits; small, so that a slow NATS link
 /// backs up into the egress queue, where video goes first.
 const CLIENT_CAPACITY: usize = 256;
@@ -177,13 +180,6 @@ impl ClusterMetrics {
     }
 }
 
-fn kind_index(kind: MediaKind) -> usize {
-    match kind {
-        MediaKind::Audio => 0,
-        MediaKind::Video => 1,
-    }
-}
-
 /// This relay's membership of the cluster; shared by the hub and the cluster's tasks.
 pub(crate) struct ClusterLink {
     url: String,
@@ -244,7 +240,7 @@ impl ClusterLink {
         let (event_tx, event_rx) = mpsc::channel(64);
         let metrics = Arc::new(ClusterMetrics::default());
         let slow = Arc::clone(&metrics);
-        let options = |name: String| {
+        let options = |name: String, subscription_capacity: usize| {
             let options = ConnectOptions::new()
                 .name(name)
                 .no_echo()
@@ -254,7 +250,7 @@ impl ClusterLink {
                 .ping_interval(Duration::from_secs(5))
                 .reconnect_delay_callback(|attempts| Duration::from_millis(250 * attempts.clamp(1, 8) as u64))
                 .client_capacity(CLIENT_CAPACITY)
-                .subscription_capacity(SUBSCRIPTION_CAPACITY);
+                .subscription_capacity(subscription_capacity);
             match &config.ca_file {
                 Some(ca_file) => options.add_root_certificates(ca_file.clone()),
                 None => options,
@@ -262,28 +258,30 @@ impl ClusterLink {
         };
         let video_slow = Arc::clone(&metrics);
         let video_options =
-            options(format!("chinwag-relay {} video", config.node_id)).event_callback(move |event| {
-                let slow = Arc::clone(&video_slow);
+            options(format!("chinwag-relay {} video", config.node_id), VIDEO_SUBSCRIPTION_CAPACITY)
+                .event_callback(move |event| {
+                    let slow = Arc::clone(&video_slow);
+                    async move {
+                        match event {
+                            Event::SlowConsumer(_) => slow.dropped(ClusterDrop::SlowConsumer, 1),
+                            Event::Disconnected => debug!("the video link to the cluster dropped"),
+                            _ => {}
+                        }
+                    }
+                });
+        let options = options(format!("chinwag-relay {}", config.node_id), SUBSCRIPTION_CAPACITY)
+            .event_callback(move |event| {
+                let event_tx = event_tx.clone();
+                let slow = Arc::clone(&slow);
                 async move {
-                    match event {
-                        Event::SlowConsumer(_) => slow.dropped(ClusterDrop::SlowConsumer, 1),
-                        Event::Disconnected => debug!("the video link to the cluster dropped"),
-                        _ => {}
+                    if let Event::SlowConsumer(_) = event {
+                        // This relay did not keep up with what NATS sent; the client dropped it.
+                        slow.dropped(ClusterDrop::SlowConsumer, 1);
+                    } else {
+                        let _ = event_tx.try_send(event);
                     }
                 }
             });
-        let options = options(format!("chinwag-relay {}", config.node_id)).event_callback(move |event| {
-            let event_tx = event_tx.clone();
-            let slow = Arc::clone(&slow);
-            async move {
-                if let Event::SlowConsumer(_) = event {
-                    // This relay did not keep up with what NATS sent; the client dropped it.
-                    slow.dropped(ClusterDrop::SlowConsumer, 1);
-                } else {
-                    let _ = event_tx.try_send(event);
-                }
-            }
-        });
         let connect = |options: ConnectOptions| async {
             options
                 .connect(config.url.as_str())
@@ -452,19 +450,7 @@ impl ClusterLink {
 
     pub fn render_metrics(&self, out: &mut String) {
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ =
-                writeln!(out, "# HELP chinwag_cluster_{name} {help}\n# TYPE chinwag_cluster_{name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "chinwag_cluster_{name}{labels} {value}");
-            }
-        };
-        let by_kind = |values: &[AtomicU64; 2]| {
-            [MediaKind::Audio, MediaKind::Video]
-                .iter()
-                .map(|kind| {
-                    (format!("{{kind=\"{}\"}}", kind.as_str()), values[kind_index(*kind)].load(Relaxed))
-                })
-                .collect::<Vec<_>>()
+            write_metric(out, &format!("cluster_{name}"), kind, help, samples);
         };
         let up = u64::from(self.is_up());
         metric("connected", "gauge", "1 while the link to the cluster works.", &[(String::new(), up)]);

@@ -42,6 +42,15 @@ impl PasswordHash {
         Self { salt, sha256 }
     }
 
+    /// Whether a room with `expected` (`None`: an open room) lets in someone giving `given`.
+    pub fn admits(expected: Option<&PasswordHash>, given: Option<&str>) -> bool {
+        match (expected, given.filter(|given| !given.is_empty())) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(hash), Some(given)) => hash.matches(given),
+        }
+    }
+
     /// Whether `password` is the one hashed, comparing without an early exit.
     pub fn matches(&self, password: &str) -> bool {
         let given = hex(&Sha256::new().chain_update(&self.salt).chain_update(password).finalize());
@@ -79,12 +88,7 @@ impl RoomRecord {
         let password = request.password.filter(|password| !password.is_empty());
         let mut record = match record {
             Some(record) => {
-                let allowed = match (&record.password, password) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(hash), Some(given)) => hash.matches(given),
-                };
-                if !allowed {
+                if !PasswordHash::admits(record.password.as_ref(), password) {
                     return Err(JoinRefusal::WrongPassword);
                 }
                 if record.members.len() >= request.max_per_room {

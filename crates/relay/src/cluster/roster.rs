@@ -193,13 +193,7 @@ impl Roster {
         max_per_room: usize,
     ) -> Option<Result<(), JoinRefusal>> {
         let entry = self.rooms.get(room).filter(|entry| entry.synced)?;
-        let password = password.filter(|password| !password.is_empty());
-        let allowed = match (&entry.password, password) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(hash), Some(given)) => hash.matches(given),
-        };
-        Some(if !allowed {
+        Some(if !PasswordHash::admits(entry.password.as_ref(), password) {
             Err(JoinRefusal::WrongPassword)
         } else if locals + entry.peers.len() >= max_per_room {
             Err(JoinRefusal::RoomFull { max: max_per_room })
