@@ -203,6 +203,9 @@ pub(crate) struct ClusterLink {
     /// Why the link is not usable (not connected, no JetStream), for `/healthz` and logs.
     problem: Mutex<Option<String>>,
     metrics: Arc<ClusterMetrics>,
+    /// Rooms whose leave or state change found the worker's queue full; the next resync,
+    /// which the heartbeat task asks for, rewrites their records.
+    overflowed: Mutex<HashSet<String>>,
     /// Receivers the tasks take when they start.
     startup: Mutex<Option<(mpsc::Receiver<Op>, mpsc::Receiver<Event>)>>,
 }
@@ -319,6 +322,7 @@ impl ClusterLink {
             video_wake: Notify::new(),
             connected: AtomicBool::new(connected),
             metrics,
+            overflowed: Mutex::new(HashSet::new()),
             startup: Mutex::new(Some((ops_rx, event_rx))),
         }))
     }
@@ -370,17 +374,25 @@ impl ClusterLink {
     }
 
     pub fn left(&self, room: &str, id: ParticipantId) {
-        self.send(Op::Leave { room: room.to_owned(), id });
+        if self.ops.try_send(Op::Leave { room: room.to_owned(), id }).is_err() {
+            self.overflowed(room);
+        }
     }
 
     pub fn state_changed(&self, room: &str, state: PeerState) {
-        self.send(Op::State { room: room.to_owned(), state });
+        if self.ops.try_send(Op::State { room: room.to_owned(), state }).is_err() {
+            self.overflowed(room);
+        }
+    }
+
+    fn overflowed(&self, room: &str) {
+        warn!(%room, "the cluster worker's queue is full; the room's record is put right by the next resync");
+        lock(&self.overflowed).insert(room.to_owned());
     }
 
     fn send(&self, op: Op) {
         if self.ops.try_send(op).is_err() {
-            // The worker is far behind; the next resync puts the records right.
-            warn!("the cluster worker's queue is full; a presence change waits for the next resync");
+            warn!("the cluster worker's queue is full; dropped a clean-up that the next resync redoes");
         }
     }
 
@@ -440,7 +452,7 @@ impl ClusterLink {
         lock(&self.liveness).snapshot(Instant::now())
     }
 
-    /// `/healthz`: `None` when all is well, else why not.
+    /// For `/healthz`: a line on the cluster when all is well, else what is wrong.
     pub fn health(&self) -> Result<String, String> {
         match lock(&self.problem).clone() {
             None => Ok(format!("cluster: connected, {} relays\n", lock(&self.liveness).alive_count())),
@@ -596,6 +608,9 @@ async fn heartbeat_task(link: Arc<ClusterLink>, hub: Arc<Hub>) {
                     if let Err(error) = link.client.publish(NODES_SUBJECT, beat.clone()).await {
                         debug!(%error, "cannot send a heartbeat");
                     }
+                }
+                if !lock(&link.overflowed).is_empty() {
+                    link.send(Op::Resync);
                 }
                 let dead = lock(&link.liveness).expire(now);
                 for node in dead {
@@ -1033,6 +1048,7 @@ impl Worker {
         let Some(kv) = self.kv().await else { return };
         let mut rooms: HashSet<String> = self.hub.roster_rooms().into_iter().collect();
         rooms.extend(self.dirty.drain());
+        rooms.extend(lock(&self.link.overflowed).drain());
         let alive = self.link.alive_nodes();
         let me = self.link.instance.clone();
         for room in rooms {
