@@ -51,6 +51,20 @@ impl NatsServer {
         Err(last_error.expect("at least one attempt was made"))
     }
 
+    /// [`NatsServer::start`] for a test. On Linux the test command installs `nats-server`, so
+    /// any failure fails the test; elsewhere (CI runs no set-up script on macOS and Windows) a
+    /// missing `nats-server` skips the test, saying why on standard error.
+    pub fn start_for_test(dir: &Path, test: &str) -> Option<NatsServer> {
+        match NatsServer::start(dir) {
+            Ok(server) => Some(server),
+            Err(error) if !cfg!(target_os = "linux") && is_not_installed(&error) => {
+                eprintln!("skipping {test}: {error:#}");
+                None
+            }
+            Err(error) => panic!("{test}: nats-server does not start: {error:#}"),
+        }
+    }
+
     /// `nats://127.0.0.1:PORT`, for `chinwag-relay --cluster`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
