@@ -140,7 +140,7 @@ impl NatsServer {
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let log_start = log.seek(SeekFrom::End(0))?;
-        let binary = std::env::var_os("CHINWAG_NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+        let binary = nats_server_binary();
         let mut child = Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
@@ -205,6 +205,16 @@ impl std::error::Error for NotInstalled {}
 
 fn is_not_installed(error: &anyhow::Error) -> bool {
     error.downcast_ref::<NotInstalled>().is_some()
+}
+
+/// `CHINWAG_NATS_SERVER`, else Debian's `/usr/sbin/nats-server` (not on a normal user's
+/// `PATH`), else `nats-server` from the `PATH`.
+fn nats_server_binary() -> std::ffi::OsString {
+    if let Some(binary) = std::env::var_os("CHINWAG_NATS_SERVER") {
+        return binary;
+    }
+    let debian = Path::new("/usr/sbin/nats-server");
+    if debian.exists() { debian.as_os_str().to_owned() } else { "nats-server".into() }
 }
 
 fn free_port() -> anyhow::Result<u16> {
