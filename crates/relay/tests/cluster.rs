@@ -540,6 +540,28 @@ async fn a_killed_relays_participants_leave_the_others_rooms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_with_sigterm_lets_its_participants_go_at_once() {
+    let Some(cluster) = Cluster::start("goodbye") else { return };
+    // A waits 10 s before it takes a silent relay for dead: only B's own goodbye explains a
+    // quick leave.
+    let a = cluster.relay("a", &["--cluster-dead-after", "10"]);
+    let mut b = cluster.relay("b", &[]);
+    until_formed(&[&a, &b], 2).await;
+    let mut ada = View::join(&a.url, "r", "Ada", None).await;
+    let mut bob = View::join(&b.url, "r", "Bob", None).await;
+    ada.until_names(&["Bob"], 5 * SECOND).await;
+    bob.until_names(&["Ada"], 5 * SECOND).await;
+
+    let stopped = Instant::now();
+    let status = tokio::task::block_in_place(|| b.terminate(10 * SECOND)).unwrap();
+    assert!(status.success(), "relay B exits cleanly on SIGTERM: {status}");
+    ada.until_names(&[], 3 * SECOND).await;
+    eprintln!("Bob left Ada's room {:?} after SIGTERM to relay B", stopped.elapsed());
+    until_metric(&a, "chinwag_cluster_nodes", 1, 2 * SECOND).await;
+    ada.assert_no_surprises();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_relay_that_died_unwatched_do_not_haunt_the_room() {
     let Some(cluster) = Cluster::start("ghosts") else { return };
     // Relay B dies with Bob in the room while no other relay watches it: his member stays in
