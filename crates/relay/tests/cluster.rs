@@ -44,6 +44,15 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Relays "a" and "b", both with `extra`, once each is connected and sees the other.
+    async fn pair(&self, extra: &[&str]) -> (RelayProcess, RelayProcess) {
+        let (a, b) = (self.relay("a", extra), self.relay("b", extra));
+        until_formed(&[&a, &b], 2).await;
+        (a, b)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -316,9 +325,7 @@ async fn until_formed(relays: &[&RelayProcess], nodes: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roster_and_presence_agree_on_both_relays() {
     let Some(cluster) = Cluster::start("roster") else { return };
-    let a = cluster.relay("a", &[]);
-    let b = cluster.relay("b", &[]);
-    until_formed(&[&a, &b], 2).await;
+    let (a, b) = cluster.pair(&[]).await;
 
     let mut ada = View::join(&a.url, "standup", "Ada", None).await;
     let mut bob = View::join(&a.url, "standup", "Bob", None).await;
@@ -391,9 +398,7 @@ async fn roster_and_presence_agree_on_both_relays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_relays_both_ways_to_its_room_only() {
     let Some(cluster) = Cluster::start("media") else { return };
-    let a = cluster.relay("a", &[]);
-    let b = cluster.relay("b", &[]);
-    until_formed(&[&a, &b], 2).await;
+    let (a, b) = cluster.pair(&[]).await;
 
     let mut ada = View::join(&a.url, "r", "Ada", None).await;
     let mut carol = View::join(&a.url, "r", "Carol", None).await;
@@ -460,9 +465,7 @@ async fn media_crosses_relays_both_ways_to_its_room_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_room_size_hold_across_relays() {
     let Some(cluster) = Cluster::start("limits") else { return };
-    let a = cluster.relay("a", &["--max-participants", "2"]);
-    let b = cluster.relay("b", &["--max-participants", "2"]);
-    until_formed(&[&a, &b], 2).await;
+    let (a, b) = cluster.pair(&["--max-participants", "2"]).await;
 
     let mut ada = View::join(&a.url, "locked", "Ada", Some("hunter2")).await;
     for (url, relay) in [(&b.url, "B"), (&a.url, "A")] {
@@ -517,9 +520,7 @@ async fn passwords_and_room_size_hold_across_relays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_relays_participants_leave_the_others_rooms() {
     let Some(cluster) = Cluster::start("node-death") else { return };
-    let a = cluster.relay("a", &["--max-participants", "2"]);
-    let b = cluster.relay("b", &["--max-participants", "2"]);
-    until_formed(&[&a, &b], 2).await;
+    let (a, b) = cluster.pair(&["--max-participants", "2"]).await;
 
     let mut ada = View::join(&a.url, "r", "Ada", None).await;
     let mut bob = View::join(&b.url, "r", "Bob", None).await;
@@ -664,9 +665,7 @@ async fn a_slow_link_to_nats_loses_video_before_audio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_one_relay_go_on_while_nats_is_down_and_the_cluster_heals() {
     let Some(mut cluster) = Cluster::start("outage") else { return };
-    let a = cluster.relay("a", &[]);
-    let b = cluster.relay("b", &[]);
-    until_formed(&[&a, &b], 2).await;
+    let (a, b) = cluster.pair(&[]).await;
     for relay in [&a, &b] {
         until_health(relay, 200, "ok", 5 * SECOND).await;
     }

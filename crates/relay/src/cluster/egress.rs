@@ -1,9 +1,10 @@
 //! The queue of frames this relay publishes to the cluster, as a sans-IO core.
 //!
 //! The same rules as a receiver's queue ([`crate::queue`]), adapted to a link that must never
-//! be disconnected: audio first, in order; video at most one frame per sender and room, the
-//! newest; and when the link cannot keep up, audio that waited too long or does not fit is
-//! dropped, oldest first, rather than growing the queue.
+//! be disconnected: audio in order; video at most one frame per sender and room, the newest;
+//! and when the link cannot keep up, audio that waited too long or does not fit is dropped,
+//! oldest first, rather than growing the queue. Audio and video are taken out separately, each
+//! by its own publisher on its own NATS connection, so neither waits behind the other.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -101,11 +102,6 @@ impl<S: PartialEq> Egress<S> {
         Some(Publish { subject, kind: MediaKind::Video, frame })
     }
 
-    /// The next frame to publish: audio before video.
-    pub fn pop(&mut self) -> Option<Publish<S>> {
-        self.pop_audio().or_else(|| self.pop_video())
-    }
-
     /// Drops everything (the link is down); returns what was dropped.
     pub fn clear(&mut self) -> Dropped {
         let dropped =
@@ -140,14 +136,16 @@ mod tests {
     }
 
     #[test]
-    fn audio_goes_before_video_and_in_order() {
+    fn audio_and_video_come_out_apart_and_in_order() {
         let now = Instant::now();
         let mut egress = Egress::<Arc<str>>::new(LIMITS);
         egress.push_video(subject("r"), ParticipantId(1), bytes(10, 9));
         egress.push_audio(now, subject("r"), bytes(10, 1));
         egress.push_audio(now, subject("r"), bytes(10, 2));
-        let kinds: Vec<_> = std::iter::from_fn(|| egress.pop()).map(|p| (p.kind, p.frame[0])).collect();
-        assert_eq!(kinds, vec![(MediaKind::Audio, 1), (MediaKind::Audio, 2), (MediaKind::Video, 9)]);
+        let audio: Vec<_> = std::iter::from_fn(|| egress.pop_audio()).map(|p| (p.kind, p.frame[0])).collect();
+        assert_eq!(audio, vec![(MediaKind::Audio, 1), (MediaKind::Audio, 2)]);
+        let video: Vec<_> = std::iter::from_fn(|| egress.pop_video()).map(|p| (p.kind, p.frame[0])).collect();
+        assert_eq!(video, vec![(MediaKind::Video, 9)]);
         assert_eq!(egress.queued_bytes(), 0);
     }
 
@@ -160,7 +158,7 @@ mod tests {
         egress.push_video(subject("s"), ParticipantId(1), bytes(400, 3));
         assert_eq!(egress.push_video(subject("r"), ParticipantId(2), bytes(400, 4)).video, 1);
         assert_eq!(egress.queued_bytes(), 800);
-        let firsts: Vec<_> = std::iter::from_fn(|| egress.pop()).map(|p| p.frame[0]).collect();
+        let firsts: Vec<_> = std::iter::from_fn(|| egress.pop_video()).map(|p| p.frame[0]).collect();
         assert_eq!(firsts, vec![2, 3], "a replacing frame waits behind the others");
     }
 
@@ -174,7 +172,7 @@ mod tests {
             assert!(egress.queued_bytes() <= LIMITS.audio_bytes);
         }
         assert_eq!(dropped, 97);
-        assert_eq!(egress.pop().unwrap().frame[0], 97);
+        assert_eq!(egress.pop_audio().unwrap().frame[0], 97);
         let later = now + Duration::from_millis(600);
         assert_eq!(egress.push_audio(later, subject("r"), bytes(100, 200)).audio, 2, "stale audio goes");
         assert_eq!(egress.push_audio(later, subject("r"), bytes(301, 0)).audio, 1, "too big for the budget");
@@ -187,6 +185,6 @@ mod tests {
         egress.push_audio(now, subject("r"), bytes(10, 0));
         egress.push_video(subject("r"), ParticipantId(1), bytes(10, 0));
         assert_eq!(egress.clear(), Dropped { audio: 1, video: 1, superseded: 0 });
-        assert!(egress.pop().is_none());
+        assert!(egress.pop_audio().is_none() && egress.pop_video().is_none());
     }
 }

@@ -67,12 +67,6 @@ impl Liveness {
         dead
     }
 
-    pub fn is_alive(&self, now: Instant, node: &str) -> bool {
-        node == self.me
-            || self.seen.contains_key(node)
-            || now.saturating_duration_since(self.since) < self.dead_after
-    }
-
     /// Who is alive now, to decide with after the lock on this is gone.
     pub fn snapshot(&self, now: Instant) -> AliveNodes {
         AliveNodes {
@@ -88,7 +82,8 @@ impl Liveness {
     }
 }
 
-/// A copy of [`Liveness::is_alive`]'s answers at one moment.
+/// Who is alive at one moment: this relay, relays heard from, and (during the grace after
+/// connecting) relays not heard from yet.
 #[derive(Debug, Clone)]
 pub struct AliveNodes {
     me: String,
@@ -119,8 +114,10 @@ mod tests {
         liveness.handle_heartbeat(t0 + 3 * S, "c");
         assert!(liveness.expire(t0 + 3 * S).is_empty());
         assert_eq!(liveness.expire(t0 + 4 * S), vec!["b".to_owned()]);
-        assert!(!liveness.is_alive(t0 + 4 * S, "b"));
-        assert!(liveness.is_alive(t0 + 4 * S, "c") && liveness.is_alive(t0 + 100 * S, "me"));
+        assert!(!liveness.snapshot(t0 + 4 * S).is_alive("b"));
+        assert!(
+            liveness.snapshot(t0 + 4 * S).is_alive("c") && liveness.snapshot(t0 + 100 * S).is_alive("me")
+        );
         assert_eq!(liveness.handle_heartbeat(t0 + 5 * S, "b"), Heard::New, "back from the dead");
     }
 
@@ -128,8 +125,6 @@ mod tests {
     fn unknown_relays_count_as_alive_only_just_after_connecting() {
         let t0 = Instant::now();
         let liveness = Liveness::new("me", 3 * S, t0);
-        assert!(liveness.is_alive(t0 + S, "never-heard"));
-        assert!(!liveness.is_alive(t0 + 3 * S, "never-heard"));
         assert!(liveness.snapshot(t0 + S).is_alive("never-heard"));
         assert!(!liveness.snapshot(t0 + 3 * S).is_alive("never-heard"));
         assert!(liveness.snapshot(t0 + 3 * S).is_alive("me"));

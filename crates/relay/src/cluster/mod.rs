@@ -985,58 +985,44 @@ impl Worker {
         }
     }
 
-    async fn leave(&mut self, room: &str, id: ParticipantId) {
-        let subjects = RoomSubjects::new(room);
+    /// Rewrites `room`'s record with `change`; when that cannot be done now, the room is
+    /// left for the next resync.
+    async fn update_record(&mut self, room: &str, mut change: impl FnMut(RoomRecord) -> Option<RoomRecord>) {
         let written = match self.kv().await {
             Some(kv) => {
-                modify_record(&kv, &subjects.key, |record| Ok((record.and_then(|r| r.remove(id)), ())))
-                    .await
-                    .is_ok()
+                let key = RoomSubjects::new(room).key;
+                modify_record(&kv, &key, |record| Ok((record.and_then(&mut change), ()))).await.is_ok()
             }
             None => false,
         };
         if !written {
             self.dirty.insert(room.to_owned());
         }
+    }
+
+    async fn leave(&mut self, room: &str, id: ParticipantId) {
+        self.update_record(room, |record| record.remove(id)).await;
         let presence = Presence::Left { node: self.link.instance.clone(), id };
-        self.link.publish_presence(&subjects, &presence).await;
+        self.link.publish_presence(&RoomSubjects::new(room), &presence).await;
     }
 
     async fn state(&mut self, room: &str, state: PeerState) {
-        let subjects = RoomSubjects::new(room);
-        let written = match self.kv().await {
-            Some(kv) => modify_record(&kv, &subjects.key, |record| {
-                Ok((
-                    record.map(|mut record| {
-                        record.set_state(state);
-                        record
-                    }),
-                    (),
-                ))
-            })
-            .await
-            .is_ok(),
-            None => false,
-        };
-        if !written {
-            self.dirty.insert(room.to_owned());
-        }
+        self.update_record(room, |mut record| {
+            record.set_state(state);
+            Some(record)
+        })
+        .await;
         let presence = Presence::State { node: self.link.instance.clone(), state };
-        self.link.publish_presence(&subjects, &presence).await;
+        self.link.publish_presence(&RoomSubjects::new(room), &presence).await;
     }
 
     /// Takes a dead relay's members out of the records of the rooms this relay is in.
     async fn clean_dead(&mut self, node: &str) {
-        let Some(kv) = self.kv().await else { return };
+        if self.kv().await.is_none() {
+            return;
+        }
         for room in self.hub.roster_rooms() {
-            let key = RoomSubjects::new(&room).key;
-            let cleaned = modify_record(&kv, &key, |record| {
-                Ok((record.and_then(|record| record.without_dead(|member_node| member_node != node)), ()))
-            })
-            .await;
-            if cleaned.is_err() {
-                self.dirty.insert(room);
-            }
+            self.update_record(&room, |record| record.without_dead(|member_node| member_node != node)).await;
         }
     }
 
