@@ -10,8 +10,8 @@
 //! any state beyond a room's life, or talk to another service.
 //!
 //! The logic lives in sans-IO cores that take `now` and return decisions: [`rooms::Rooms`]
-//! (join, leave, state), [`queue::OutQueue`] (one receiver's bounded, prioritised send queue)
-//! and [`limiter::RateLimiter`]. [`server`] is the thin tokio shell around them; its main type
+//! (join, leave, state), [`chinwag_queue::MediaQueue`] (one receiver's bounded, prioritised
+//! send queue, the same queue every sender of media uses) and [`limiter::RateLimiter`]. [`server`] is the thin tokio shell around them; its main type
 //! is [`Relay`].
 
 pub mod cluster;
@@ -19,7 +19,6 @@ pub mod config;
 mod http;
 pub mod limiter;
 mod metrics;
-pub mod queue;
 pub mod rooms;
 pub mod server;
 

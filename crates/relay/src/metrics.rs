@@ -17,6 +17,8 @@ pub enum DropReason {
     VideoSuperseded,
     /// A video frame that did not fit the receiver's video budget.
     VideoQueueFull,
+    /// A frame larger than a receiver's whole budget for its kind.
+    FrameTooLarge,
     /// Frames thrown away with the queue of a receiver disconnected for being too slow.
     ReceiverTooSlow,
     /// Frames thrown away with the queue of a receiver closed for another reason (it broke a
@@ -25,10 +27,11 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 6] = [
         DropReason::BadHeader,
         DropReason::VideoSuperseded,
         DropReason::VideoQueueFull,
+        DropReason::FrameTooLarge,
         DropReason::ReceiverTooSlow,
         DropReason::ReceiverClosed,
     ];
@@ -38,6 +41,7 @@ impl DropReason {
             DropReason::BadHeader => "bad_header",
             DropReason::VideoSuperseded => "video_superseded",
             DropReason::VideoQueueFull => "video_queue_full",
+            DropReason::FrameTooLarge => "frame_too_large",
             DropReason::ReceiverTooSlow => "receiver_too_slow",
             DropReason::ReceiverClosed => "receiver_closed",
         }

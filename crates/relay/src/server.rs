@@ -40,8 +40,8 @@ use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
 use crate::limiter::RateLimiter;
 use crate::metrics::{DropReason, Gauges, Metrics};
-use crate::queue::{OutQueue, Outgoing, Pushed, QueueLimits};
 use crate::rooms::{JoinRefusal, Rooms};
+use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
 const WRITE_BATCH: usize = 64;
@@ -274,7 +274,8 @@ pub(crate) struct Link {
 }
 
 struct LinkState {
-    queue: OutQueue,
+    /// This receiver's queue, each frame tagged with its sender.
+    queue: MediaQueue<ParticipantId>,
     /// Set once: why the connection is to close, sent to the client before the close frame.
     closing: Option<Closing>,
 }
@@ -337,7 +338,7 @@ impl Hub {
         QueueLimits {
             audio_bytes: self.config.receiver_audio_bytes,
             video_bytes: self.config.receiver_video_bytes,
-            max_delay: self.config.receiver_max_delay,
+            audio_max_age: self.config.receiver_max_delay,
         }
     }
 
@@ -377,7 +378,10 @@ impl Hub {
     ) -> (Arc<Link>, Arc<Fanout>) {
         let link = Arc::new(Link {
             id: joined.id,
-            state: Mutex::new(LinkState { queue: OutQueue::new(self.queue_limits()), closing: None }),
+            state: Mutex::new(LinkState {
+                queue: MediaQueue::new(self.queue_limits(), AudioPolicy::Refuse),
+                closing: None,
+            }),
             wake: Notify::new(),
             closed: Notify::new(),
         });
@@ -605,14 +609,20 @@ impl Link {
             return;
         }
         let pushed = match kind {
-            MediaKind::Audio => state.queue.push_audio(now, frame),
-            MediaKind::Video => state.queue.push_video(sender, frame),
+            MediaKind::Audio => state.queue.push_audio(now, sender, frame),
+            MediaKind::Video => state.queue.push_video(now, sender, frame),
         };
         match pushed {
-            Pushed::Queued => {}
+            Pushed::Queued | Pushed::QueuedDroppingOldAudio(_) => {}
             Pushed::ReplacedOlderVideo => hub.metrics.dropped(DropReason::VideoSuperseded, 1),
-            Pushed::DroppedVideoFull => {
+            Pushed::DroppedVideoOverBudget => {
                 hub.metrics.dropped(DropReason::VideoQueueFull, 1);
+                return;
+            }
+            Pushed::DroppedOversized => {
+                // One frame larger than a receiver's whole budget is that frame's problem,
+                // never a verdict on the receiver.
+                hub.metrics.dropped(DropReason::FrameTooLarge, 1);
                 return;
             }
             Pushed::TooSlow => {
@@ -638,16 +648,16 @@ impl Link {
                 ErrorCode::TooSlow => DropReason::ReceiverTooSlow,
                 _ => DropReason::ReceiverClosed,
             };
-            hub.metrics.dropped(reason, state.queue.clear());
+            hub.metrics.dropped(reason, state.queue.clear() as usize);
             state.closing = Some(closing);
         }
     }
 
     /// Moves up to [`WRITE_BATCH`] items into `batch`; returns why to close, once it is time.
-    fn take_batch(&self, batch: &mut Vec<Outgoing>) -> Option<Closing> {
+    fn take_batch(&self, batch: &mut Vec<Next<ParticipantId>>) -> Option<Closing> {
         let mut state = lock(&self.state);
         while batch.len() < WRITE_BATCH {
-            let Some(out) = state.queue.poll_transmit() else { break };
+            let Some(out) = state.queue.poll_next() else { break };
             batch.push(out);
         }
         state.closing.clone()
@@ -1020,8 +1030,8 @@ async fn write_loop<S>(
             }
             for out in batch.drain(..) {
                 match out {
-                    Outgoing::Control(text) => sink.feed(Message::text(text)).await?,
-                    Outgoing::Media { kind, frame } => {
+                    Next::Control(text) => sink.feed(Message::text(text)).await?,
+                    Next::Media(Queued { kind, frame, .. }) => {
                         let len = frame.len();
                         sink.feed(Message::Binary(frame)).await?;
                         hub.metrics.sent(kind, len);

@@ -8,7 +8,8 @@
 //! on `chinwag.nodes`; one silent for `--cluster-dead-after` is dead and its participants
 //! leave the others' rosters.
 //!
-//! The decisions are the sans-IO cores [`record`], [`roster`], [`liveness`] and [`egress`];
+//! The decisions are the sans-IO cores [`record`], [`roster`] and [`liveness`], and the
+//! egress queue is the priority queue every sender of media uses ([`chinwag_queue`]);
 //! this module is the tokio shell around them, in four tasks: the worker (every key-value
 //! change and presence message, one at a time, so a relay's changes keep their order), one
 //! task per subscribed room, the heartbeat, and the publisher that drains the egress queue.
@@ -17,7 +18,6 @@
 //! are admitted from what it last knew, others are refused as `unavailable`; everything is
 //! put right (records rewritten, presence republished) when the link is back.
 
-pub mod egress;
 pub mod liveness;
 pub mod record;
 pub mod roster;
@@ -38,7 +38,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use self::egress::{Dropped, Egress, EgressLimits};
 use self::liveness::{AliveNodes, Heard, Liveness};
 use self::record::{JoinRequest, RoomRecord};
 use self::roster::Presence;
@@ -46,6 +45,7 @@ use crate::config::ClusterConfig;
 use crate::metrics::{by_kind, kind_index, write_metric};
 use crate::rooms::JoinRefusal;
 use crate::server::{Closing, Fanout, Hub, Link, lock, refusal};
+use chinwag_queue::{AudioPolicy, MediaQueue, Pushed, QueueLimits, Queued};
 
 /// The key-value bucket holding one record per room.
 const BUCKET: &str = "chinwag-rooms";
@@ -72,8 +72,13 @@ const CLIENT_CAPACITY: usize = 256;
 /// link, frames then wait in the egress queue, where the newest replaces the older, instead of
 /// in socket buffers, where they would take seconds to drain.
 const VIDEO_IN_FLIGHT: usize = 128 << 10;
-const EGRESS_LIMITS: EgressLimits =
-    EgressLimits { audio_bytes: 512 << 10, video_bytes: 8 << 20, max_delay: Duration::from_millis(500) };
+/// What may wait for NATS: a link that must never be given up drops its oldest audio when
+/// it falls behind (late audio is worth nothing) and keeps the newest video per sender.
+const EGRESS_LIMITS: QueueLimits =
+    QueueLimits { audio_bytes: 512 << 10, video_bytes: 8 << 20, audio_max_age: Duration::from_millis(500) };
+
+/// A frame waiting for NATS, tagged with its subject and sender.
+type Egress = MediaQueue<(Subject, ParticipantId)>;
 
 /// A room's NATS subjects: its key in the bucket is the room name in hex, which keeps any
 /// room name a valid subject token and key.
@@ -194,7 +199,7 @@ pub(crate) struct ClusterLink {
     /// Where `video_client` asks whether its video has arrived; answered on `client`.
     ack_subject: Subject,
     ops: mpsc::Sender<Op>,
-    egress: Mutex<Egress<Subject>>,
+    egress: Mutex<Egress>,
     audio_wake: Notify,
     video_wake: Notify,
     liveness: Mutex<Liveness>,
@@ -317,7 +322,7 @@ impl ClusterLink {
             video_client,
             ack_subject,
             ops,
-            egress: Mutex::new(Egress::new(EGRESS_LIMITS)),
+            egress: Mutex::new(Egress::new(EGRESS_LIMITS, AudioPolicy::DropOldest)),
             audio_wake: Notify::new(),
             video_wake: Notify::new(),
             connected: AtomicBool::new(connected),
@@ -405,22 +410,23 @@ impl ClusterLink {
         sender: ParticipantId,
         frame: Bytes,
     ) {
-        let dropped = {
+        let pushed = {
             let mut egress = lock(&self.egress);
             match kind {
-                MediaKind::Audio => egress.push_audio(now, subjects.audio.clone(), frame),
-                MediaKind::Video => egress.push_video(subjects.video.clone(), sender, frame),
+                MediaKind::Audio => egress.push_audio(now, (subjects.audio.clone(), sender), frame),
+                MediaKind::Video => egress.push_video(now, (subjects.video.clone(), sender), frame),
             }
         };
-        self.count_dropped(dropped);
+        self.count_dropped(kind, pushed);
         match kind {
             MediaKind::Audio => self.audio_wake.notify_one(),
             MediaKind::Video => self.video_wake.notify_one(),
         }
     }
 
-    async fn publish_frame(&self, client: &Client, publish: egress::Publish<Subject>) {
-        match client.publish(publish.subject, publish.frame).await {
+    async fn publish_frame(&self, client: &Client, publish: Queued<(Subject, ParticipantId)>) {
+        let (subject, _) = publish.tag;
+        match client.publish(subject, publish.frame).await {
             Ok(()) => {
                 self.metrics.published[kind_index(publish.kind)].fetch_add(1, Relaxed);
             }
@@ -431,10 +437,17 @@ impl ClusterLink {
         }
     }
 
-    fn count_dropped(&self, dropped: Dropped) {
-        self.metrics.dropped(ClusterDrop::AudioQueueFull, dropped.audio);
-        self.metrics.dropped(ClusterDrop::VideoQueueFull, dropped.video);
-        self.metrics.dropped(ClusterDrop::VideoSuperseded, dropped.superseded);
+    fn count_dropped(&self, kind: MediaKind, pushed: Pushed) {
+        let (reason, count) = match (kind, pushed) {
+            (_, Pushed::Queued | Pushed::TooSlow) => return,
+            (_, Pushed::QueuedDroppingOldAudio(count)) => (ClusterDrop::AudioQueueFull, count),
+            (_, Pushed::ReplacedOlderVideo) => (ClusterDrop::VideoSuperseded, 1),
+            (_, Pushed::DroppedVideoOverBudget) | (MediaKind::Video, Pushed::DroppedOversized) => {
+                (ClusterDrop::VideoQueueFull, 1)
+            }
+            (MediaKind::Audio, Pushed::DroppedOversized) => (ClusterDrop::AudioQueueFull, 1),
+        };
+        self.metrics.dropped(reason, count);
     }
 
     /// A frame from another relay, for this relay's participants in `room`.
@@ -646,7 +659,7 @@ async fn audio_publisher_task(link: Arc<ClusterLink>) {
         };
         if !link.is_connected() {
             let lost = lock(&link.egress).clear();
-            link.metrics.dropped(ClusterDrop::LinkDown, lost.audio + lost.video + 1);
+            link.metrics.dropped(ClusterDrop::LinkDown, lost + 1);
             continue;
         }
         link.publish_frame(&link.client, publish).await;
