@@ -51,3 +51,6 @@ mod estimator;
 
 pub use buffer::{JitterBuffer, JitterStats, Playout};
 pub use config::{JitterConfig, JitterError};
+
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use chinwag_jitter::sim::{Deliveries, Network};
 use chinwag_jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use chinwag_proto::{MediaTimestamp, SeqNo};
 use rand::rngs::SmallRng;
@@ -16,15 +17,7 @@ use rand::{Rng, SeedableRng};
 pub const FRAME: Duration = Duration::from_millis(20);
 const FRAME_TICKS: u32 = 960;
 
-/// Periodic TCP head-of-line stalls: nothing is delivered during a stall, and everything held
-/// back is delivered in order at its end.
-#[derive(Debug, Clone, Copy)]
-pub struct Stalls {
-    /// Time from the end of one stall to the start of the next, drawn uniformly.
-    pub gap: (Duration, Duration),
-    /// Length of a stall, drawn uniformly.
-    pub length: (Duration, Duration),
-}
+pub use chinwag_jitter::sim::Stalls;
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -135,8 +128,17 @@ pub fn run(scenario: Scenario) -> Run {
 pub fn run_with(scenario: Scenario, mut inspect: impl FnMut(Duration, &JitterBuffer)) -> Run {
     let mut rng = SmallRng::seed_from_u64(scenario.seed);
     let sent = send(&scenario, &mut rng);
-    let stalls = stall_windows(&scenario, &mut rng);
-    let deliveries = deliver(&scenario, &sent, &stalls, &mut rng);
+    let network = Network {
+        base_latency: scenario.base_latency,
+        jitter: scenario.jitter,
+        in_order: scenario.in_order,
+        stalls: scenario.stalls,
+        swap_probability: scenario.swap_probability,
+        loss_probability: scenario.loss_probability,
+        duplicate_probability: scenario.duplicate_probability,
+    };
+    let sent_at: Vec<Duration> = sent.iter().map(|packet| packet.at).collect();
+    let Deliveries { arrivals: deliveries, stalls } = network.deliver(&sent_at, scenario.duration, &mut rng);
     let n_copies =
         deliveries.len() as u64 - deliveries.iter().map(|&(_, idx)| idx).collect::<HashSet<_>>().len() as u64;
     let n_unique = deliveries.len() as u64 - n_copies;
@@ -233,76 +235,6 @@ fn send(scenario: &Scenario, rng: &mut SmallRng) -> Vec<Sent> {
         timestamp = timestamp.add_ticks(FRAME_TICKS);
     }
     sent
-}
-
-fn stall_windows(scenario: &Scenario, rng: &mut SmallRng) -> Vec<(Duration, Duration)> {
-    let Some(stalls) = scenario.stalls else {
-        return Vec::new();
-    };
-    let mut windows = Vec::new();
-    let mut at = Duration::ZERO;
-    loop {
-        at += rng.random_range(stalls.gap.0..=stalls.gap.1);
-        let length = rng.random_range(stalls.length.0..=stalls.length.1);
-        if at + length >= scenario.duration {
-            break windows;
-        }
-        windows.push((at, at + length));
-        at += length;
-    }
-}
-
-/// Arrival instants, as `(arrival, index into sent)` in delivery order.
-fn deliver(
-    scenario: &Scenario,
-    sent: &[Sent],
-    stalls: &[(Duration, Duration)],
-    rng: &mut SmallRng,
-) -> Vec<(Duration, usize)> {
-    let mut previous = Duration::ZERO;
-    let mut deliveries: Vec<(Duration, usize)> = sent
-        .iter()
-        .enumerate()
-        .map(|(idx, packet)| {
-            let mut at = packet.at + scenario.base_latency + scenario.jitter.mul_f64(rng.random());
-            if let Some(&(_, stall_end)) = stalls.iter().find(|(start, end)| (*start..*end).contains(&at)) {
-                at = stall_end;
-            }
-            if scenario.in_order {
-                at = at.max(previous);
-                previous = at;
-            }
-            (at, idx)
-        })
-        .collect();
-    if scenario.swap_probability > 0.0 {
-        let mut idx = 0;
-        while idx + 1 < deliveries.len() {
-            if rng.random_bool(scenario.swap_probability) {
-                let (first, second) = (deliveries[idx].1, deliveries[idx + 1].1);
-                deliveries[idx].1 = second;
-                deliveries[idx + 1].1 = first;
-                idx += 1;
-            }
-            idx += 1;
-        }
-    }
-    if scenario.loss_probability > 0.0 {
-        deliveries.retain(|_| !rng.random_bool(scenario.loss_probability));
-    }
-    if scenario.duplicate_probability > 0.0 {
-        let copies: Vec<_> = deliveries
-            .iter()
-            .filter_map(|&(at, idx)| {
-                let copy_at = at + Duration::from_millis(40).mul_f64(rng.random());
-                rng.random_bool(scenario.duplicate_probability).then_some((copy_at, idx))
-            })
-            .collect();
-        deliveries.extend(copies);
-    }
-    // Stable: packets arriving at the same instant keep their delivery order.
-    deliveries.sort_by_key(|&(at, _)| at);
-    deliveries
 }
 
 /// Figures a user would notice, over the polls from the first frame played on.
