@@ -1,45 +1,94 @@
 //! Real devices through cpal.
 //!
 //! The device callbacks only move samples between the device buffer and a `ringbuf` ring,
-//! fill silence on underrun and count what they drop: no allocation, no lock, no logging.
-//! Resampling to and from 48 kHz happens on the caller's thread.
+//! fill silence on underrun, count what they drop and note the device's own latency: no
+//! allocation, no lock, no logging. Resampling to and from 48 kHz happens on the caller's
+//! thread.
+//!
+//! A device that reports an error is not necessarily gone. Through ALSA (and most Linux
+//! desktops give cpal ALSA's PulseAudio plugin) every underrun or overrun reaches the error
+//! callback although cpal recovers from it, and the plugin reports transient I/O errors for
+//! a while after every start and recovery. Those are counted; only an error that says the
+//! device is gone, or a device whose callbacks stop for seconds, makes it lost (and the
+//! engine reopen it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use chinwag_codec::Resampler;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use cpal::{FromSample, Sample as _, SampleFormat, SizedSample};
+use cpal::{ErrorKind, FromSample, Sample as _, SampleFormat, SizedSample};
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
-use crate::{AudioSink, AudioSource, CaptureError, SAMPLE_RATE};
+use crate::{AudioSink, AudioSource, CaptureError, DeviceTrouble, SAMPLE_RATE};
 
 /// How long the ring between callback and caller can hold, in seconds.
 const RING_SECONDS: f64 = 0.5;
-/// The device buffer asked for where the host allows a fixed size: 10 ms. cpal's default on
-/// ALSA is about 100 ms, which alone would spoil a call's delay.
-const DEVICE_BUFFER_SECONDS: f64 = 0.010;
-/// How much audio the speaker ring is kept at: enough to ride out a scheduling hiccup.
-const SPEAKER_TARGET_SECONDS: f64 = 0.030;
-/// How long a caller waits for a device that has stopped moving before calling it lost.
-const STALL_LIMIT: Duration = Duration::from_secs(2);
+/// The device period asked for where the host allows a fixed size: 20 ms (cpal makes the
+/// buffer two periods; ALSA's PulseAudio plugin, which needs three, makes it 13 ms periods
+/// and 20 ms in all). cpal's default on ALSA is about 100 ms, which alone would spoil a
+/// call's delay; 10 ms through the plugin underruns under load.
+const DEVICE_BUFFER_SECONDS: f64 = 0.020;
+/// How much audio the speaker ring is kept at, on top of the device's own buffer: one
+/// mixer tick and a little, enough to ride out a scheduling hiccup of the playout thread.
+const SPEAKER_TARGET_SECONDS: f64 = 0.015;
+/// How long the caller waits for the speaker to take audio (a little over two device
+/// periods) before calling it stalled. While it is stalled, frames are dropped at the pace
+/// they would have played: the playout thread keeps its own pace rather than stalling with
+/// the device, so that received audio does not pile up behind it.
+const SPEAKER_WAIT_LIMIT: Duration = Duration::from_millis(40);
+/// A device whose callbacks have not run for this long is lost. Generous, because
+/// PulseAudio's null sink takes up to 2 s to start serving a new stream.
+const STALL_LIMIT: Duration = Duration::from_secs(4);
 
-/// Names of the input devices the default host offers.
-pub fn input_device_names() -> Vec<String> {
-    cpal::default_host()
-        .input_devices()
-        .map(|devices| devices.map(|d| d.to_string()).collect())
-        .unwrap_or_default()
+/// ALSA plugins that are not devices a person would choose: converters, mixers, sinks that
+/// discard everything, surround up- and down-mixers, other sound servers' bridges.
+const ALSA_PLUGINS: &[&str] = &[
+    "null",
+    "samplerate",
+    "speexrate",
+    "lavrate",
+    "jack",
+    "oss",
+    "upmix",
+    "vdownmix",
+    "speex",
+    "a52",
+    "dmix",
+    "dsnoop",
+    "usbstream",
+];
+
+/// Whether a person would choose this device: not an ALSA plugin that only converts,
+/// mixes or discards.
+fn choosable(device: &cpal::Device) -> bool {
+    let Ok(description) = device.description() else { return true };
+    let Some(id) = description.driver() else { return true };
+    let base = id.split(':').next().unwrap_or(id);
+    !ALSA_PLUGINS.contains(&base) && !base.starts_with("surround")
 }
 
-/// Names of the output devices the default host offers.
+fn names(devices: Result<impl Iterator<Item = cpal::Device>, cpal::Error>) -> Vec<String> {
+    let mut names: Vec<String> =
+        devices.map(|devices| devices.filter(choosable).map(|d| d.to_string()).collect()).unwrap_or_default();
+    // The same description can stand for several PCMs of one card; one entry is enough.
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    names
+}
+
+/// Names of the input devices the default host offers, leaving out plugins nobody would
+/// choose.
+pub fn input_device_names() -> Vec<String> {
+    names(cpal::default_host().input_devices())
+}
+
+/// Names of the output devices the default host offers, leaving out plugins nobody would
+/// choose.
 pub fn output_device_names() -> Vec<String> {
-    cpal::default_host()
-        .output_devices()
-        .map(|devices| devices.map(|d| d.to_string()).collect())
-        .unwrap_or_default()
+    names(cpal::default_host().output_devices())
 }
 
 /// The name of the system's default input device, if it has one.
@@ -92,9 +141,73 @@ fn stream_config(supported: &cpal::SupportedStreamConfig) -> cpal::StreamConfig 
 /// State the callbacks share with the caller, all atomics.
 #[derive(Default)]
 struct Flags {
-    failed: AtomicBool,
+    /// The device is gone: an error that cpal does not recover from.
+    lost: AtomicBool,
+    xruns: AtomicU64,
+    glitches: AtomicU64,
     /// Samples the callback could not move: ring full (input) or empty (output).
     dropped: AtomicU64,
+    /// Callbacks run so far: a device that stops calling back has stalled.
+    callbacks: AtomicU64,
+    /// The device's own latency as the last callback saw it, in nanoseconds: from the
+    /// callback to the speaker (output), or from the microphone to the callback (input).
+    delay_ns: AtomicU64,
+}
+
+impl Flags {
+    /// Sorts an error from the device: lost, an xrun it recovered from, or a glitch.
+    fn handle_error(&self, error: &cpal::Error) {
+        match error.kind() {
+            ErrorKind::DeviceNotAvailable
+            | ErrorKind::StreamInvalidated
+            | ErrorKind::HostUnavailable
+            | ErrorKind::PermissionDenied => self.lost.store(true, Relaxed),
+            ErrorKind::Xrun => {
+                self.xruns.fetch_add(1, Relaxed);
+            }
+            // Transient I/O errors (ALSA's PulseAudio plugin before its timing is known),
+            // a busy or changed device, a refused real-time request: cpal goes on.
+            _ => {
+                self.glitches.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn trouble(&self) -> DeviceTrouble {
+        DeviceTrouble {
+            xruns: self.xruns.load(Relaxed),
+            glitches: self.glitches.load(Relaxed),
+            samples_lost: self.dropped.load(Relaxed),
+            frames_dropped: 0,
+        }
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_nanos(self.delay_ns.load(Relaxed))
+    }
+}
+
+/// Watches a device's callbacks: it has stalled when they stop running.
+struct Liveness {
+    seen: u64,
+    since: Instant,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self { seen: 0, since: Instant::now() }
+    }
+
+    /// Whether the device has not called back for [`STALL_LIMIT`].
+    fn stalled(&mut self, flags: &Flags) -> bool {
+        let callbacks = flags.callbacks.load(Relaxed);
+        if callbacks != self.seen {
+            self.seen = callbacks;
+            self.since = Instant::now();
+            return false;
+        }
+        self.since.elapsed() > STALL_LIMIT
+    }
 }
 
 /// The default or a named microphone.
@@ -106,6 +219,7 @@ pub struct MicSource {
     resampler: Resampler,
     scratch: Vec<f32>,
     flags: Arc<Flags>,
+    liveness: Liveness,
 }
 
 impl MicSource {
@@ -142,16 +256,12 @@ impl MicSource {
             resampler,
             scratch: vec![0.0; 4096],
             flags,
+            liveness: Liveness::new(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Samples the callback dropped because the ring was full (the caller fell behind).
-    pub fn dropped_samples(&self) -> u64 {
-        self.flags.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -170,15 +280,19 @@ where
     let error_flags = Arc::clone(flags);
     device.build_input_stream::<T, _, _>(
         config,
-        move |data: &[T], _| {
+        move |data: &[T], info: &cpal::InputCallbackInfo| {
+            let stamp = info.timestamp();
+            let delay = stamp.callback.saturating_duration_since(stamp.capture);
+            data_flags.delay_ns.store(delay.as_nanos() as u64, Relaxed);
+            data_flags.callbacks.fetch_add(1, Relaxed);
             for frame in data.chunks(channels) {
                 let mono = frame.iter().map(|&s| f32::from_sample(s)).sum::<f32>() / channels as f32;
                 if producer.try_push(mono).is_err() {
-                    data_flags.dropped.fetch_add(1, Ordering::Relaxed);
+                    data_flags.dropped.fetch_add(1, Relaxed);
                 }
             }
         },
-        move |_error| error_flags.failed.store(true, Ordering::Relaxed),
+        move |error| error_flags.handle_error(&error),
         None,
     )
 }
@@ -188,18 +302,22 @@ impl AudioSource for MicSource {
         Some(&self.name)
     }
 
+    fn trouble(&self) -> DeviceTrouble {
+        self.flags.trouble()
+    }
+
     fn read_frame(&mut self, frame: &mut [f32]) -> Result<Instant, CaptureError> {
-        let waiting_since = Instant::now();
         loop {
             let n = self.ring.pop_slice(&mut self.scratch);
             self.resampler.push(&self.scratch[..n]);
             if self.resampler.available() >= frame.len() {
                 self.resampler.pull(frame);
-                // Everything still buffered was captured after this frame.
+                // Everything still buffered was captured after this frame, and the device held
+                // the newest sample for its own latency before the callback saw it.
                 let queued = self.resampler.available() as f64 / f64::from(SAMPLE_RATE)
                     + self.ring.occupied_len() as f64 / f64::from(self.rate);
                 let frame_seconds = frame.len() as f64 / f64::from(SAMPLE_RATE);
-                let back = Duration::from_secs_f64(queued + frame_seconds);
+                let back = Duration::from_secs_f64(queued + frame_seconds) + self.flags.delay();
                 let now = Instant::now();
                 return Ok(now.checked_sub(back).unwrap_or(now));
             }
@@ -208,11 +326,11 @@ impl AudioSource for MicSource {
                 name: self.name.clone(),
                 reason: reason.to_owned(),
             };
-            if self.flags.failed.load(Ordering::Relaxed) {
-                return Err(lost("the device reported an error"));
+            if self.flags.lost.load(Relaxed) {
+                return Err(lost("the device is gone"));
             }
-            if waiting_since.elapsed() > STALL_LIMIT {
-                return Err(lost("no audio for 2 s"));
+            if self.liveness.stalled(&self.flags) {
+                return Err(lost("no audio for 4 s"));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -225,10 +343,14 @@ pub struct SpeakerSink {
     _stream: cpal::Stream,
     ring: HeapProd<f32>,
     rate: u32,
-    buffer: Duration,
     resampler: Resampler,
     scratch: Vec<f32>,
     flags: Arc<Flags>,
+    liveness: Liveness,
+    frames_dropped: u64,
+    /// While the device takes no audio: the callbacks seen when it stopped, and when the
+    /// next frame would have been due.
+    stalled: Option<(u64, Instant)>,
 }
 
 impl SpeakerSink {
@@ -247,10 +369,6 @@ impl SpeakerSink {
         let (producer, consumer) = HeapRb::<f32>::new((f64::from(rate) * RING_SECONDS) as usize).split();
         let flags = Arc::new(Flags::default());
         let config = stream_config(&supported);
-        let buffer = match config.buffer_size {
-            cpal::BufferSize::Fixed(frames) => Duration::from_secs_f64(f64::from(frames) / f64::from(rate)),
-            cpal::BufferSize::Default => Duration::from_millis(20),
-        };
         let stream = match supported.sample_format() {
             SampleFormat::F32 => build_output::<f32>(&device, config, channels, consumer, &flags),
             SampleFormat::I16 => build_output::<i16>(&device, config, channels, consumer, &flags),
@@ -266,20 +384,17 @@ impl SpeakerSink {
             _stream: stream,
             ring: producer,
             rate,
-            buffer,
             resampler,
             scratch: vec![0.0; 8192],
             flags,
+            liveness: Liveness::new(),
+            frames_dropped: 0,
+            stalled: None,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Samples of silence the callback played because nothing was queued.
-    pub fn underrun_samples(&self) -> u64 {
-        self.flags.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -297,16 +412,20 @@ where
     let error_flags = Arc::clone(flags);
     device.build_output_stream::<T, _, _>(
         config,
-        move |data: &mut [T], _| {
+        move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
+            let stamp = info.timestamp();
+            let delay = stamp.playback.saturating_duration_since(stamp.callback);
+            data_flags.delay_ns.store(delay.as_nanos() as u64, Relaxed);
+            data_flags.callbacks.fetch_add(1, Relaxed);
             for frame in data.chunks_mut(channels) {
                 let sample = consumer.try_pop().unwrap_or_else(|| {
-                    data_flags.dropped.fetch_add(1, Ordering::Relaxed);
+                    data_flags.dropped.fetch_add(1, Relaxed);
                     0.0
                 });
                 frame.fill(T::from_sample(sample));
             }
         },
-        move |_error| error_flags.failed.store(true, Ordering::Relaxed),
+        move |error| error_flags.handle_error(&error),
         None,
     )
 }
@@ -316,21 +435,43 @@ impl AudioSink for SpeakerSink {
         Some(&self.name)
     }
 
+    /// Queues `frame` for the speaker, waiting while the speaker has enough queued, but never
+    /// long: a device that stops taking audio costs frames, not the caller's pace.
     fn write_frame(&mut self, frame: &[f32]) -> Result<(), CaptureError> {
+        let lost = |name: &str, reason: &str| CaptureError::DeviceLost {
+            direction: "output",
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.flags.lost.load(Relaxed) {
+            return Err(lost(&self.name, "the device is gone"));
+        }
+        let frame_time = Duration::from_secs_f64(frame.len() as f64 / f64::from(SAMPLE_RATE));
+        if let Some((callbacks, due)) = self.stalled {
+            if self.flags.callbacks.load(Relaxed) == callbacks {
+                // Still stalled: drop this frame when it would have played.
+                if self.liveness.stalled(&self.flags) {
+                    return Err(lost(&self.name, "it stopped taking audio for 4 s"));
+                }
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                self.stalled = Some((callbacks, due + frame_time));
+                self.frames_dropped += 1;
+                return Ok(());
+            }
+            self.stalled = None;
+        }
         self.resampler.push(frame);
         let n = self.resampler.pull(&mut self.scratch);
         let target = (f64::from(self.rate) * SPEAKER_TARGET_SECONDS) as usize;
         let waiting_since = Instant::now();
         while self.ring.occupied_len() > target {
-            let failed = self.flags.failed.load(Ordering::Relaxed);
-            if failed || waiting_since.elapsed() > STALL_LIMIT {
-                let reason =
-                    if failed { "the device reported an error" } else { "the device stopped taking audio" };
-                return Err(CaptureError::DeviceLost {
-                    direction: "output",
-                    name: self.name.clone(),
-                    reason: reason.into(),
-                });
+            if self.flags.lost.load(Relaxed) {
+                return Err(lost(&self.name, "the device is gone"));
+            }
+            if waiting_since.elapsed() > SPEAKER_WAIT_LIMIT {
+                self.stalled = Some((self.flags.callbacks.load(Relaxed), Instant::now() + frame_time));
+                self.frames_dropped += 1;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -340,6 +481,11 @@ impl AudioSink for SpeakerSink {
     }
 
     fn latency(&self) -> Duration {
-        Duration::from_secs_f64(self.ring.occupied_len() as f64 / f64::from(self.rate)) + self.buffer
+        let queued = self.ring.occupied_len() as f64 / f64::from(self.rate);
+        Duration::from_secs_f64(queued) + self.flags.delay()
+    }
+
+    fn trouble(&self) -> DeviceTrouble {
+        DeviceTrouble { frames_dropped: self.frames_dropped, ..self.flags.trouble() }
     }
 }

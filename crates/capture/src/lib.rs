@@ -45,6 +45,12 @@ pub trait AudioSource {
     fn device_name(&self) -> Option<&str> {
         None
     }
+
+    /// What the device has had to make up for: glitches it recovered from by itself, and
+    /// samples lost because the caller fell behind.
+    fn trouble(&self) -> DeviceTrouble {
+        DeviceTrouble::default()
+    }
 }
 
 /// Something that plays audio: a speaker, or a clock that discards it.
@@ -55,10 +61,30 @@ pub trait AudioSink {
     /// How long from now until a sample written now is heard.
     fn latency(&self) -> Duration;
 
+    /// What the device has had to make up for: silence played because nothing was queued,
+    /// and glitches it recovered from by itself.
+    fn trouble(&self) -> DeviceTrouble {
+        DeviceTrouble::default()
+    }
+
     /// The device's name, for a real device.
     fn device_name(&self) -> Option<&str> {
         None
     }
+}
+
+/// A device's recoverable trouble so far: counted, never a reason to reopen it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceTrouble {
+    /// Overruns or underruns the device reported and recovered from (ALSA xruns).
+    pub xruns: u64,
+    /// Other errors it reported and went on after (a backend's transient I/O errors).
+    pub glitches: u64,
+    /// Samples filled with silence (output) or lost because the ring was full (input).
+    pub samples_lost: u64,
+    /// Frames the caller handed over that were dropped because the device was not taking
+    /// audio (output only).
+    pub frames_dropped: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
