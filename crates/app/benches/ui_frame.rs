@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use chinwag::fake::{FakeRemote, fake_backend};
 use chinwag::{ChinwagApp, Settings};
-use chinwag_codec::VideoFrame;
-use chinwag_engine::CallEvent;
-use chinwag_proto::{ParticipantId, Peer};
+use chinwag_engine::{CallEvent, ParticipantId, Peer, VideoFrame};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 

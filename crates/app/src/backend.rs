@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use chinwag_codec::VideoFrame;
-use chinwag_engine::{Call, CallConfig, CallEvent, CallStats, Command, EngineError};
-use chinwag_proto::ParticipantId;
+use chinwag_engine::{
+    Call, CallConfig, CallEvent, CallStats, Command, DeviceLists, EngineError, ParticipantId, VideoFrame,
+    Waker,
+};
 use crossbeam_channel::Receiver;
 use eframe::egui;
 
-/// A running call, as the app sees it. Dropping it leaves.
+/// A running call, as the app sees it. Dropping it leaves, without waiting.
 pub trait CallSession {
     /// The next thing that happened, if any; never blocks.
     fn poll_event(&mut self) -> Option<CallEvent>;
@@ -21,7 +22,7 @@ pub trait CallSession {
     fn preview(&self) -> Option<Arc<VideoFrame>>;
 }
 
-/// Starts calls and lists devices.
+/// Starts calls and lists devices; nothing here may keep the UI thread waiting.
 pub trait Backend {
     /// Starts a call; `repaint` is woken whenever the call has news.
     fn start_call(
@@ -29,20 +30,18 @@ pub trait Backend {
         config: CallConfig,
         repaint: &egui::Context,
     ) -> Result<Box<dyn CallSession>, EngineError>;
-    fn devices(&mut self) -> DeviceLists;
-}
-
-/// The devices a person can choose from, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceLists {
-    pub microphones: Vec<String>,
-    pub speakers: Vec<String>,
-    pub cameras: Vec<String>,
+    /// Starts listing the devices; the lists arrive through [`Backend::poll_devices`], and
+    /// `repaint` is woken when they do.
+    fn request_devices(&mut self, repaint: &egui::Context);
+    /// The lists asked for, once they are ready.
+    fn poll_devices(&mut self) -> Option<DeviceLists>;
 }
 
 /// The real thing: `chinwag_engine::Call` and the system's devices.
 #[derive(Debug, Default)]
-pub struct EngineBackend;
+pub struct EngineBackend {
+    devices: Option<Receiver<DeviceLists>>,
+}
 
 impl Backend for EngineBackend {
     fn start_call(
@@ -53,40 +52,41 @@ impl Backend for EngineBackend {
         Ok(Box::new(EngineSession::start(config, repaint.clone())?))
     }
 
-    fn devices(&mut self) -> DeviceLists {
-        DeviceLists {
-            microphones: chinwag_capture::input_device_names(),
-            speakers: chinwag_capture::output_device_names(),
-            cameras: chinwag_capture::list_cameras().into_iter().map(|camera| camera.name).collect(),
+    fn request_devices(&mut self, repaint: &egui::Context) {
+        if self.devices.is_some() {
+            return;
         }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let repaint = repaint.clone();
+        // Asking ALSA and the cameras can take a second or more: never on the UI thread.
+        let spawned = std::thread::Builder::new().name("chinwag-devices".into()).spawn(move || {
+            let _ = tx.send(chinwag_engine::list_devices());
+            repaint.request_repaint();
+        });
+        match spawned {
+            Ok(_) => self.devices = Some(rx),
+            Err(error) => tracing::warn!(%error, "cannot list devices"),
+        }
+    }
+
+    fn poll_devices(&mut self) -> Option<DeviceLists> {
+        let lists = self.devices.as_ref()?.try_recv().ok()?;
+        self.devices = None;
+        Some(lists)
     }
 }
 
-/// A `Call` whose events wake the UI: a small thread forwards each one and asks for a repaint,
-/// so that the window sleeps while nothing happens.
+/// A `Call` whose events wake the UI through the engine's waker.
 pub struct EngineSession {
     call: Call,
     events: Receiver<CallEvent>,
 }
 
 impl EngineSession {
-    pub fn start(config: CallConfig, repaint: egui::Context) -> Result<Self, EngineError> {
+    pub fn start(mut config: CallConfig, repaint: egui::Context) -> Result<Self, EngineError> {
+        config.waker = Some(Waker::new(move || repaint.request_repaint()));
         let call = Call::start(config)?;
-        let from_call = call.events().clone();
-        let (to_ui, events) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("chinwag-ui-waker".into())
-            .spawn(move || {
-                // Ends when the call's threads have gone (the sender side closes) or the
-                // session was dropped (sending fails).
-                while let Ok(event) = from_call.recv() {
-                    if to_ui.send(event).is_err() {
-                        break;
-                    }
-                    repaint.request_repaint();
-                }
-            })
-            .expect("the OS lets us start a thread");
+        let events = call.events().clone();
         Ok(Self { call, events })
     }
 }

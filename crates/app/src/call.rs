@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chinwag_engine::CallEvent;
-use chinwag_proto::{ParticipantId, Peer};
+use chinwag_engine::{CallEvent, ParticipantId, Peer};
 
-use crate::errors::{Problem, capitalise, describe_failure, describe_retry};
+use crate::errors::{Problem, capitalise, describe_drop, describe_failure, describe_retry, relay_reason};
+
+/// What the app says when video is asked for and there is no camera.
+pub const NO_CAMERA: &str = "No camera found. Choose \"Test pattern\" under Devices to send video anyway.";
 
 /// Where the connection to the relay stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,10 +17,13 @@ pub enum Link {
     /// Dialling for the first time.
     Connecting,
     Joined,
-    /// The engine is retrying after `reason`; `joined_before` tells a dropped call from one
-    /// that never got through.
+    /// The engine is retrying after `reason` (in plain words); `joined_before` tells a
+    /// dropped call from one that never got through. `relay_said` is the relay's own reason
+    /// for ending the connection (shutting down, too slow), kept while later attempts fail
+    /// in other ways (the relay is not back yet).
     Retrying {
         reason: String,
+        relay_said: Option<String>,
         retry_in: Duration,
         joined_before: bool,
     },
@@ -67,7 +72,10 @@ pub struct CallState {
     pub peers: BTreeMap<ParticipantId, Participant>,
     pub muted: bool,
     pub camera: bool,
-    pub full_screen: Option<Tile>,
+    /// The tile shown large in the window, if any.
+    pub enlarged: Option<Tile>,
+    /// Whether the window fills the screen.
+    pub window_full_screen: bool,
     pub show_connection: bool,
     pub show_devices: bool,
     /// Device problems and changes, newest last, for the person to read and dismiss.
@@ -86,7 +94,8 @@ impl CallState {
             peers: BTreeMap::new(),
             muted: false,
             camera,
-            full_screen: None,
+            enlarged: None,
+            window_full_screen: false,
             show_connection: false,
             show_devices: false,
             notices: Vec::new(),
@@ -129,11 +138,26 @@ impl CallState {
                     peer.camera = camera;
                 }
             }
-            CallEvent::Reconnecting { reason, retry_in } => {
+            CallEvent::Reconnecting { error, retry_in } => {
                 let joined_before = self.joined_before();
-                self.link = Link::Retrying { reason: capitalise(&reason), retry_in, joined_before };
+                let earlier = match &self.link {
+                    Link::Retrying { relay_said, .. } => relay_said.clone(),
+                    _ => None,
+                };
+                let relay_said = relay_reason(&error).or(earlier);
+                self.link =
+                    Link::Retrying { reason: describe_drop(&error), relay_said, retry_in, joined_before };
             }
             CallEvent::Failed(error) => return Outcome::Ended(Some(describe_failure(&error))),
+            CallEvent::VideoStopped { error } => {
+                self.camera = false;
+                let lower = error.to_lowercase();
+                if lower.contains("no camera") {
+                    self.push_notice(NO_CAMERA.to_owned());
+                } else {
+                    self.push_notice(format!("{}. The camera is off.", capitalise(&error)));
+                }
+            }
             CallEvent::DeviceProblem { error, fallback } => {
                 self.push_notice(format!("{}. Using {fallback} instead.", capitalise(&error)));
             }
@@ -154,19 +178,23 @@ impl CallState {
                 1 => "Connected with 1 other person.".to_owned(),
                 n => format!("Connected with {n} others."),
             },
-            Link::Retrying { joined_before, retry_in, .. } => {
-                format!(
-                    "{} Next try in {:.0} s.",
-                    describe_retry(*joined_before),
-                    retry_in.as_secs_f32().ceil()
-                )
+            Link::Retrying { joined_before, retry_in, relay_said, .. } => {
+                let headline = match relay_said {
+                    Some(said) => format!("{said}. Reconnecting…"),
+                    None => describe_retry(*joined_before).to_owned(),
+                };
+                format!("{headline} Next try in {:.0} s.", retry_in.as_secs_f32().ceil())
             }
         }
     }
 
-    /// Adds a notice for the person to read, dropping the oldest beyond a few.
+    /// Adds a notice for the person to read, dropping the oldest beyond a few. A notice
+    /// already showing is not repeated.
     pub fn push_notice(&mut self, notice: String) {
         const NOTICES_KEPT: usize = 5;
+        if self.notices.contains(&notice) {
+            return;
+        }
         if self.notices.len() == NOTICES_KEPT {
             self.notices.remove(0);
         }
@@ -174,10 +202,10 @@ impl CallState {
     }
 
     fn forget_missing_full_screen(&mut self) {
-        if let Some(Tile::Peer(id)) = self.full_screen
+        if let Some(Tile::Peer(id)) = self.enlarged
             && !self.peers.contains_key(&id)
         {
-            self.full_screen = None;
+            self.enlarged = None;
         }
     }
 }
@@ -195,7 +223,7 @@ pub fn initials(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use chinwag_transport::TransportError;
+    use chinwag_engine::{ErrorCode, TransportError};
 
     use super::*;
 
@@ -216,16 +244,17 @@ mod tests {
         state.handle_event(CallEvent::PeerState { id: ParticipantId(1), muted: true, camera: false });
         assert_eq!(state.peers.len(), 2);
         assert!(state.peers[&ParticipantId(1)].muted);
-        state.full_screen = Some(Tile::Peer(ParticipantId(4)));
+        state.enlarged = Some(Tile::Peer(ParticipantId(4)));
         state.handle_event(CallEvent::PeerLeft(ParticipantId(4)));
         assert_eq!(state.peers.len(), 1);
-        assert_eq!(state.full_screen, None);
+        assert_eq!(state.enlarged, None);
     }
 
     #[test]
     fn retry_says_whether_the_call_was_up() {
         let mut state = CallState::new("r", "Me", false);
-        let retry = CallEvent::Reconnecting { reason: "x".into(), retry_in: Duration::from_secs(2) };
+        let refused = TransportError::ConnectionRefused { url: "ws://r:1/v1".into() };
+        let retry = CallEvent::Reconnecting { error: refused, retry_in: Duration::from_secs(2) };
         state.handle_event(retry.clone());
         assert!(state.status_line().starts_with("Cannot reach the relay yet"));
         state.handle_event(CallEvent::Joined {
@@ -236,6 +265,43 @@ mod tests {
         });
         state.handle_event(retry);
         assert!(state.status_line().starts_with("Connection lost"));
+    }
+
+    #[test]
+    fn the_relays_own_reason_stays_while_it_is_not_back_yet() {
+        let mut state = CallState::new("r", "Me", false);
+        state.handle_event(CallEvent::Joined {
+            id: ParticipantId(1),
+            room: "r".into(),
+            peers: vec![],
+            rejoined: false,
+        });
+        let going = TransportError::Refused { code: ErrorCode::ShuttingDown, message: "bye".into() };
+        state.handle_event(CallEvent::Reconnecting { error: going, retry_in: Duration::from_secs(1) });
+        assert!(state.status_line().contains("shutting down"), "{}", state.status_line());
+        let refused = TransportError::ConnectionRefused { url: "ws://r:1/v1".into() };
+        state.handle_event(CallEvent::Reconnecting { error: refused, retry_in: Duration::from_secs(2) });
+        assert!(state.status_line().contains("shutting down"), "{}", state.status_line());
+        assert!(!state.status_line().contains("refused"), "{}", state.status_line());
+        state.handle_event(CallEvent::Joined {
+            id: ParticipantId(2),
+            room: "r".into(),
+            peers: vec![],
+            rejoined: true,
+        });
+        assert_eq!(state.link, Link::Joined);
+    }
+
+    #[test]
+    fn the_same_notice_is_shown_once() {
+        let mut state = CallState::new("r", "Me", false);
+        for _ in 0..5 {
+            state.handle_event(CallEvent::DeviceProblem {
+                error: "speaker x stopped".into(),
+                fallback: "y".into(),
+            });
+        }
+        assert_eq!(state.notices.len(), 1);
     }
 
     #[test]

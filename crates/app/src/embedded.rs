@@ -3,9 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
 
-use chinwag_engine::{Call, CallConfig, EngineError, InputSpec, OutputSpec, VideoInput, VideoSettings};
+use chinwag_engine::{
+    Call, CallConfig, EngineError, InputSpec, OutputSpec, TransportConfig, VideoInput, VideoSettings,
+};
 use chinwag_relay::{Config, Relay, RelayError};
-use chinwag_transport::TransportConfig;
 
 /// The room the demo call takes place in.
 pub const DEMO_ROOM: &str = "demo";
@@ -21,6 +22,20 @@ pub enum EmbeddedError {
     Relay(#[from] RelayError),
     #[error("cannot start the demo bot: {0}")]
     Bot(#[source] EngineError),
+}
+
+impl EmbeddedError {
+    /// Whether the port asked for is taken by another program.
+    pub fn port_in_use(&self) -> bool {
+        let EmbeddedError::Relay(RelayError::Bind { source, .. }) = self else { return false };
+        source.kind() == std::io::ErrorKind::AddrInUse
+    }
+}
+
+/// The first port after `port` (up to a hundred on) that nothing listens on, to offer instead.
+pub fn free_port_after(port: u16) -> Option<u16> {
+    (port.saturating_add(1)..=port.saturating_add(100))
+        .find(|&candidate| std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, candidate)).is_ok())
 }
 
 /// A relay serving on its own thread (a small tokio runtime) until dropped.
@@ -85,13 +100,13 @@ impl EmbeddedRelay {
 }
 
 impl Drop for EmbeddedRelay {
+    /// Asks the relay to stop (telling its participants it is going) and returns at once:
+    /// the window must not wait for its relay's connections to close.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.thread.take());
     }
 }
 

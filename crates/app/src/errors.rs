@@ -1,7 +1,6 @@
 //! What went wrong, in words a person can act on.
 
-use chinwag_proto::ErrorCode;
-use chinwag_transport::TransportError;
+use chinwag_engine::{ErrorCode, TransportError};
 
 /// A failure that ended the call, as the connect screen shows it: a short headline and a
 /// sentence on what to do.
@@ -27,6 +26,17 @@ pub fn describe_failure(error: &TransportError) -> Problem {
         TransportError::CaFile { path, reason } => {
             Problem::new("Cannot read the certificate file", format!("{}: {reason}.", path.display()))
         }
+        TransportError::UnknownHost { host, .. } => Problem::new(
+            "No relay by that name",
+            format!("\"{host}\" could not be found. Check the spelling of the server address."),
+        ),
+        TransportError::ConnectionRefused { url } => Problem::new(
+            "Nothing answers at that address",
+            format!(
+                "Nothing is listening at {} (the connection was refused). Check the port, and that the relay is running.",
+                plain_address(url)
+            ),
+        ),
         TransportError::Unreachable { url, reason } => Problem::new(
             "Cannot reach the relay",
             format!("Nothing answered at {url} ({reason}). Check the address and that the relay is running."),
@@ -83,6 +93,54 @@ fn describe_refusal(code: ErrorCode, message: &str) -> Problem {
     }
 }
 
+/// Why a connection dropped or an attempt failed, in one sentence, for the line under the
+/// status while the engine retries.
+pub fn describe_drop(error: &TransportError) -> String {
+    match error {
+        TransportError::Refused { .. } => {
+            let problem = describe_failure(error);
+            format!("{}. {}", problem.headline, problem.detail)
+        }
+        TransportError::ConnectionRefused { url } => {
+            format!("Nothing is listening at {} yet.", plain_address(url))
+        }
+        TransportError::Unreachable { url, reason } => {
+            format!("No answer from {} ({reason}).", plain_address(url))
+        }
+        TransportError::Lost { reason, .. } => format!("The connection dropped ({reason})."),
+        other => describe_failure(other).detail,
+    }
+}
+
+/// The relay's own reason for ending the connection, when it gave one worth keeping on the
+/// screen while the engine retries.
+pub fn relay_reason(error: &TransportError) -> Option<String> {
+    let TransportError::Refused { code, message } = error else { return None };
+    Some(match code {
+        ErrorCode::ShuttingDown => "The relay is shutting down or restarting".to_owned(),
+        ErrorCode::TooSlow => {
+            "The relay dropped this connection: it could not keep up with the call".to_owned()
+        }
+        ErrorCode::Unavailable => "The relay cannot reach its cluster".to_owned(),
+        ErrorCode::ServerFull => "The relay is full".to_owned(),
+        _ => capitalise(message),
+    })
+}
+
+/// A form field that is not valid, as a sentence: "Your name is empty."
+pub fn describe_invalid(field: &str, error: &chinwag_engine::ProtoError) -> String {
+    match error {
+        chinwag_engine::ProtoError::Invalid { reason, .. } => format!("{field} is {reason}."),
+        other => format!("{field} is not valid: {other}."),
+    }
+}
+
+/// `host:port` of a relay URL, as a person would say it.
+fn plain_address(url: &str) -> &str {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.strip_suffix(chinwag_engine::WS_PATH).unwrap_or(rest)
+}
+
 /// The headline shown while the engine retries a dropped or not yet made connection.
 pub fn describe_retry(joined_before: bool) -> &'static str {
     if joined_before { "Connection lost. Reconnecting…" } else { "Cannot reach the relay yet. Retrying…" }
@@ -105,7 +163,12 @@ mod tests {
     fn every_failure_names_its_problem() {
         let url = "ws://relay.example:7300/v1".to_owned();
         let cases = [
-            (TransportError::Unreachable { url: url.clone(), reason: "refused".into() }, "Cannot reach"),
+            (TransportError::Unreachable { url: url.clone(), reason: "timed out".into() }, "Cannot reach"),
+            (
+                TransportError::UnknownHost { host: "relay.exmaple".into(), reason: "x".into() },
+                "No relay by that name",
+            ),
+            (TransportError::ConnectionRefused { url: url.clone() }, "Nothing answers"),
             (TransportError::Tls { url: url.clone(), reason: "bad cert".into() }, "TLS"),
             (TransportError::RelayFull { url: url.clone() }, "full"),
             (TransportError::Lost { url: url.clone(), reason: "reset".into() }, "lost"),
@@ -120,6 +183,22 @@ mod tests {
             let problem = describe_failure(&error);
             assert!(problem.headline.contains(words), "{problem:?} should say {words:?}");
         }
+    }
+
+    #[test]
+    fn jargon_stays_out_of_first_attempt_failures() {
+        let unknown = TransportError::UnknownHost {
+            host: "relay.exmaple".into(),
+            reason: "failed to lookup address information: Name or service not known".into(),
+        };
+        let problem = describe_failure(&unknown);
+        assert!(
+            problem.detail.contains("relay.exmaple") && !problem.detail.contains("lookup"),
+            "{problem:?}"
+        );
+        let refused =
+            describe_failure(&TransportError::ConnectionRefused { url: "ws://relay:7301/v1".into() });
+        assert!(refused.detail.contains("relay:7301") && !refused.detail.contains("os error"), "{refused:?}");
     }
 
     #[test]

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chinwag_codec::VideoFrame;
-use chinwag_engine::{CallConfig, CallEvent, CallStats, Command, EngineError};
-use chinwag_proto::ParticipantId;
+use chinwag_engine::{
+    CallConfig, CallEvent, CallStats, Command, DeviceLists, EngineError, ParticipantId, VideoFrame,
+};
 use crossbeam_channel::{Receiver, Sender};
 use eframe::egui;
 
-use crate::backend::{Backend, CallSession, DeviceLists};
+use crate::backend::{Backend, CallSession};
 
 #[derive(Default)]
 struct Script {
@@ -21,6 +21,8 @@ struct Script {
     frames: HashMap<ParticipantId, Arc<VideoFrame>>,
     preview: Option<Arc<VideoFrame>>,
     devices: DeviceLists,
+    /// Device lists asked for and not yet delivered.
+    devices_requested: bool,
     live_sessions: usize,
 }
 
@@ -99,8 +101,13 @@ impl Backend for FakeBackend {
         Ok(Box::new(FakeSession { script: Arc::clone(&self.script), events }))
     }
 
-    fn devices(&mut self) -> DeviceLists {
-        lock(&self.script).devices.clone()
+    fn request_devices(&mut self, _repaint: &egui::Context) {
+        lock(&self.script).devices_requested = true;
+    }
+
+    fn poll_devices(&mut self) -> Option<DeviceLists> {
+        let mut script = lock(&self.script);
+        std::mem::take(&mut script.devices_requested).then(|| script.devices.clone())
     }
 }
 

@@ -21,13 +21,14 @@ mod ui;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chinwag_engine::{CallConfig, Command, InputSpec, OutputSpec, VideoInput, VideoSettings};
-use chinwag_proto::{MAX_NAME_CHARS, MAX_ROOM_CHARS, ParticipantId};
-use chinwag_transport::TransportConfig;
+use chinwag_engine::{
+    CallConfig, CallEvent, Command, DeviceLists, InputSpec, MAX_NAME_CHARS, MAX_ROOM_CHARS, OutputSpec,
+    ParticipantId, TransportConfig, VideoInput, VideoSettings,
+};
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 
-pub use backend::{Backend, CallSession, DeviceLists, EngineBackend};
+pub use backend::{Backend, CallSession, EngineBackend};
 pub use call::{CallState, Link, Participant, Tile};
 pub use cli::Args;
 pub use errors::Problem;
@@ -63,9 +64,9 @@ impl Default for Settings {
         Self {
             server: "localhost".to_owned(),
             room: "lobby".to_owned(),
-            name: String::new(),
+            name: login_name(),
             password: String::new(),
-            host_port: chinwag_proto::DEFAULT_PORT,
+            host_port: chinwag_engine::DEFAULT_PORT,
             microphone: None,
             speaker: None,
             camera: CameraChoice::FirstCamera,
@@ -73,6 +74,17 @@ impl Default for Settings {
             push_to_talk: false,
         }
     }
+}
+
+/// The name the person logged in with, as a first display name; "Guest" when there is none
+/// that makes a valid name.
+pub fn login_name() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| chinwag_engine::validate_name(name, MAX_NAME_CHARS).is_ok())
+        .unwrap_or_else(|| "Guest".to_owned())
 }
 
 /// What "camera on" sends.
@@ -114,7 +126,10 @@ pub enum Action {
     SetMuted(bool),
     SetCamera(bool),
     SetVolume(ParticipantId, f32),
-    FullScreen(Option<Tile>),
+    /// Shows one tile large in the window, or all of them again.
+    Enlarge(Option<Tile>),
+    /// Makes the window fill the screen, or not.
+    WindowFullScreen(bool),
     ShowConnection(bool),
     ShowDevices(bool),
     ChooseMicrophone(Option<String>),
@@ -142,6 +157,9 @@ pub struct ChinwagApp {
     devices: Option<DeviceLists>,
     textures: VideoTextures,
     stats: StatsView,
+    /// The window title last asked for.
+    title: String,
+    window_full_screen: bool,
 }
 
 enum Screen {
@@ -165,8 +183,7 @@ enum Embedded {
     Demo(Demo),
 }
 
-/// What the app says when video is asked for and there is no camera.
-const NO_CAMERA: &str = "No camera found. Choose \"Test pattern\" under Devices to send video anyway.";
+use crate::call::NO_CAMERA;
 
 /// How often the connection figures are read from the engine.
 const STATS_REFRESH: Duration = Duration::from_millis(250);
@@ -178,9 +195,12 @@ const AUDIO_ONLY_REPAINT: Duration = Duration::from_millis(200);
 impl ChinwagApp {
     /// A new window's app on the real engine, with remembered settings and the command line.
     pub fn new(cc: &eframe::CreationContext<'_>, args: Args) -> Self {
-        let settings: Settings =
+        let mut settings: Settings =
             cc.storage.and_then(|storage| eframe::get_value(storage, SETTINGS_KEY)).unwrap_or_default();
-        Self::with_backend(Box::new(EngineBackend), settings).with_args(args)
+        if settings.name.trim().is_empty() {
+            settings.name = login_name();
+        }
+        Self::with_backend(Box::new(EngineBackend::default()), settings).with_args(args)
     }
 
     pub fn with_backend(backend: Box<dyn Backend>, settings: Settings) -> Self {
@@ -194,6 +214,8 @@ impl ChinwagApp {
             devices: None,
             textures: VideoTextures::default(),
             stats: StatsView::default(),
+            title: String::new(),
+            window_full_screen: false,
         }
     }
 
@@ -244,6 +266,10 @@ impl ChinwagApp {
         let ctx = ui.ctx().clone();
         let mut actions = std::mem::take(&mut self.pending);
         self.poll_call();
+        if let Some(devices) = self.backend.poll_devices() {
+            self.devices = Some(devices);
+        }
+        self.update_title(&ctx);
         match &mut self.screen {
             Screen::Connect => {
                 actions.extend(ui::connect::show(ui, &mut self.settings, self.problem.as_ref()));
@@ -252,9 +278,6 @@ impl ChinwagApp {
                 let now = Instant::now();
                 if self.stats.due(now, STATS_REFRESH) {
                     self.stats.refresh(call.session.stats(), now);
-                }
-                if call.state.show_devices && self.devices.is_none() {
-                    self.devices = Some(self.backend.devices());
                 }
                 let view = ui::call::View {
                     state: &call.state,
@@ -277,6 +300,10 @@ impl ChinwagApp {
     fn poll_call(&mut self) {
         let Screen::Call(call) = &mut self.screen else { return };
         while let Some(event) = call.session.poll_event() {
+            if matches!(event, CallEvent::VideoStopped { .. }) {
+                // No camera, or it went away: it stays off until asked for again.
+                self.settings.camera_on = false;
+            }
             if let Outcome::Ended(problem) = call.state.handle_event(event) {
                 self.problem = problem;
                 self.end_call();
@@ -285,10 +312,33 @@ impl ChinwagApp {
         }
     }
 
+    /// Back to the connect screen. Dropping the call and any relay or demo it ran only asks
+    /// them to stop: nothing here waits for the network or a device.
     fn end_call(&mut self) {
         self.screen = Screen::Connect;
         self.textures.clear();
         self.stats = StatsView::default();
+    }
+
+    /// The window title names the room and how many are in it.
+    fn update_title(&mut self, ctx: &egui::Context) {
+        let title = match &self.screen {
+            Screen::Connect => "Chinwag".to_owned(),
+            Screen::Call(call) => {
+                let people = call.state.peers.len() + 1;
+                let people = if people == 1 { "just you".to_owned() } else { format!("{people} people") };
+                format!("{} ({people}) – Chinwag", call.state.room)
+            }
+        };
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+    }
+
+    /// The window title as last set.
+    pub fn title(&self) -> &str {
+        &self.title
     }
 
     /// Carries out one action. The only place the app changes a call.
@@ -310,11 +360,11 @@ impl ChinwagApp {
                 }
             }
             Action::Leave => {
-                if let Screen::Call(call) = &mut self.screen {
-                    call.session.command(Command::Leave);
-                }
                 self.problem = None;
                 self.end_call();
+                if self.window_full_screen {
+                    self.apply(Action::WindowFullScreen(false), ctx);
+                }
             }
             Action::DismissProblem => self.problem = None,
             Action::Quit => {
@@ -358,7 +408,7 @@ impl ChinwagApp {
                 }
             }
             Action::SetVolume(id, volume) => {
-                let volume = volume.clamp(0.0, 2.0);
+                let volume = volume.clamp(0.0, chinwag_engine::MAX_VOLUME);
                 self.command(Command::SetPeerVolume(id, volume));
                 self.with_call(|state| {
                     if let Some(peer) = state.peers.get_mut(&id) {
@@ -366,15 +416,21 @@ impl ChinwagApp {
                     }
                 });
             }
-            Action::FullScreen(tile) => self.with_call(|state| state.full_screen = tile),
+            Action::Enlarge(tile) => self.with_call(|state| state.enlarged = tile),
+            Action::WindowFullScreen(on) => {
+                self.window_full_screen = on;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(on));
+                self.with_call(|state| state.window_full_screen = on);
+            }
             Action::ShowConnection(show) => {
                 self.stats.expire();
                 self.with_call(|state| state.show_connection = show);
             }
             Action::ShowDevices(show) => {
                 if show {
-                    // Listed afresh each time the panel opens: devices come and go.
-                    self.devices = None;
+                    // Listed afresh each time the panel opens (devices come and go), on a
+                    // thread of their own: the old lists show until the new ones arrive.
+                    self.backend.request_devices(ctx);
                 }
                 self.with_call(|state| state.show_devices = show);
             }
@@ -394,13 +450,14 @@ impl ChinwagApp {
         }
     }
 
-    /// The camera to open, or `None` if the choice is the first camera and there is none.
-    fn camera_input(&mut self) -> Option<VideoInput> {
-        if self.settings.camera == CameraChoice::FirstCamera {
-            let devices = self.devices.get_or_insert_with(|| self.backend.devices());
-            if devices.cameras.is_empty() {
-                return None;
-            }
+    /// The camera to open, or `None` if the choice is the first camera and the devices last
+    /// listed had none. When nobody has listed them yet, the engine tries, and says so if
+    /// there is none (listing cameras here would keep the window waiting).
+    fn camera_input(&self) -> Option<VideoInput> {
+        if self.settings.camera == CameraChoice::FirstCamera
+            && self.devices.as_ref().is_some_and(|devices| devices.cameras.is_empty())
+        {
+            return None;
         }
         Some(self.settings.camera.video_input())
     }
@@ -408,19 +465,48 @@ impl ChinwagApp {
     /// Joins what the connect screen names.
     fn join(&mut self, ctx: &egui::Context) -> Result<(), Problem> {
         let server = self.settings.server.trim().to_owned();
-        chinwag_transport::server_url(&server).map_err(|error| errors::describe_failure(&error))?;
-        self.start_call(server, Embedded::Nothing, None, ctx)
+        chinwag_engine::server_url(&server).map_err(|error| errors::describe_failure(&error))?;
+        let room = self.settings.room.trim().to_owned();
+        self.start_call(server, room, Embedded::Nothing, None, ctx)
     }
 
     /// Starts a relay in the app on the chosen port and joins it.
     fn host(&mut self, ctx: &egui::Context) -> Result<(), Problem> {
-        let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.settings.host_port));
-        let relay = EmbeddedRelay::start(listen).map_err(|error| {
-            Problem::new("Cannot host a call", format!("{}.", errors::capitalise(&error.to_string())))
-        })?;
+        let port = self.settings.host_port;
+        let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        let relay = match EmbeddedRelay::start(listen) {
+            Ok(relay) => relay,
+            Err(error) if error.port_in_use() => {
+                let problem = match embedded::free_port_after(port) {
+                    Some(free) => {
+                        // Offer the free port: pressing Host a call again uses it.
+                        self.settings.host_port = free;
+                        Problem::new(
+                            format!("Port {port} is already in use"),
+                            format!(
+                                "Another program (perhaps another relay) listens on port {port}. Port {free} \
+                                 is free: press Host a call again to use it."
+                            ),
+                        )
+                    }
+                    None => Problem::new(
+                        format!("Port {port} is already in use"),
+                        "Another program listens on it. Choose another port to host on.",
+                    ),
+                };
+                return Err(problem);
+            }
+            Err(error) => {
+                return Err(Problem::new(
+                    "Cannot host a call",
+                    format!("{}.", errors::capitalise(&error.to_string())),
+                ));
+            }
+        };
         let server = relay.loopback_url();
         let addresses = relay.dial_addresses();
-        self.start_call(server, Embedded::Host(relay), Some(addresses), ctx)
+        let room = self.settings.room.trim().to_owned();
+        self.start_call(server, room, Embedded::Host(relay), Some(addresses), ctx)
     }
 
     /// Starts the demo relay and bot and joins their room.
@@ -428,34 +514,34 @@ impl ChinwagApp {
         let demo = Demo::start().map_err(|error| {
             Problem::new("Cannot start the demo", format!("{}.", errors::capitalise(&error.to_string())))
         })?;
-        self.settings.room = embedded::DEMO_ROOM.to_owned();
-        if self.settings.name.trim().is_empty() {
-            self.settings.name = "Me".to_owned();
-        }
+        // The demo has a room of its own; what the person typed stays as it was.
         let server = demo.relay().loopback_url();
-        self.start_call(server, Embedded::Demo(demo), None, ctx)
+        self.start_call(server, embedded::DEMO_ROOM.to_owned(), Embedded::Demo(demo), None, ctx)
     }
 
     fn start_call(
         &mut self,
         server: String,
+        room: String,
         embedded: Embedded,
         hosting: Option<Vec<String>>,
         ctx: &egui::Context,
     ) -> Result<(), Problem> {
-        let room = self.settings.room.trim().to_owned();
         let name = self.settings.name.trim().to_owned();
-        chinwag_proto::validate_name(&name, MAX_NAME_CHARS)
-            .map_err(|error| Problem::new("Choose a display name", format!("Your name is {error}.")))?;
-        chinwag_proto::validate_room(&room, MAX_ROOM_CHARS)
-            .map_err(|error| Problem::new("Choose a room", format!("The room is {error}.")))?;
+        chinwag_engine::validate_name(&name, MAX_NAME_CHARS).map_err(|error| {
+            Problem::new("Choose a display name", errors::describe_invalid("Your name", &error))
+        })?;
+        chinwag_engine::validate_room(&room, MAX_ROOM_CHARS)
+            .map_err(|error| Problem::new("Choose a room", errors::describe_invalid("The room", &error)))?;
         let password = Some(self.settings.password.clone()).filter(|password| !password.is_empty());
-        chinwag_proto::validate_password(password.as_deref())
-            .map_err(|error| Problem::new("Check the password", format!("{error}.")))?;
+        chinwag_engine::validate_password(password.as_deref()).map_err(|error| {
+            Problem::new("Check the password", errors::describe_invalid("The password", &error))
+        })?;
 
         let mut transport = TransportConfig::new(server, room.clone(), name.clone());
         transport.password = password;
-        // The app waits for its relay, showing the retries, rather than giving up at once.
+        // The app waits for a relay that is slow to answer, showing the retries; a wrong name
+        // or a refused port still fails at once, in plain words.
         transport.retry_first_connect = true;
         let mut config = CallConfig::new(transport);
         (config.input, config.output) = self.audio_override.clone().unwrap_or_else(|| {

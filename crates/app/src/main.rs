@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use chinwag::fake::{FakeRemote, fake_backend};
 use chinwag::{ChinwagApp, Settings};
-use chinwag_codec::VideoFrame;
-use chinwag_engine::{CallEvent, CallStats, PeerStats, Samples};
-use chinwag_proto::{ErrorCode, ParticipantId, Peer};
-use chinwag_transport::TransportError;
+use chinwag_engine::{
+    CallEvent, CallStats, ErrorCode, ParticipantId, Peer, PeerStats, Sketch, TransportError, VideoFrame,
+};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 
@@ -54,8 +53,8 @@ fn bars(width: u32, height: u32) -> VideoFrame {
 /// Connection figures as a call on a good network shows them.
 fn figures() -> CallStats {
     let samples = |values: &[f32]| {
-        let mut samples = Samples::default();
-        values.iter().for_each(|&value| samples.push(value));
+        let mut samples = Sketch::default();
+        values.iter().for_each(|&value| samples.record_ms(f64::from(value)));
         samples
     };
     let peer = |id, name: &str| PeerStats {
@@ -131,7 +130,10 @@ fn call_screen_with_three_peers() {
     harness.snapshot("call_screen");
 
     remote.send(CallEvent::Reconnecting {
-        reason: "connection to relay lost".into(),
+        error: TransportError::Lost {
+            url: "ws://relay.example:7300/v1".into(),
+            reason: "reset by peer".into(),
+        },
         retry_in: Duration::from_secs(2),
     });
     settle(&mut harness);

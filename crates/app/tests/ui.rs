@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use chinwag::fake::{FakeRemote, fake_backend};
-use chinwag::{ChinwagApp, DeviceLists, Settings};
-use chinwag_codec::VideoFrame;
-use chinwag_engine::{CallEvent, Command};
-use chinwag_proto::{ErrorCode, ParticipantId, Peer};
-use chinwag_transport::TransportError;
+use chinwag::{ChinwagApp, Settings};
+use chinwag_engine::{
+    CallEvent, Command, DeviceLists, ErrorCode, ParticipantId, Peer, TransportError, VideoFrame,
+};
 use eframe::egui::{self, Role};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT as _, Queryable as _};
@@ -74,7 +73,8 @@ fn tile_names(harness: &Harness<'_, ChinwagApp>) -> Vec<String> {
 
 #[test]
 fn connect_screen_joins_with_what_was_typed() {
-    let settings = Settings { server: String::new(), room: String::new(), ..Settings::default() };
+    let settings =
+        Settings { server: String::new(), room: String::new(), name: String::new(), ..Settings::default() };
     let (mut harness, remote) = app(settings);
     harness.run();
     type_into(&mut harness, Role::TextInput, "Server", "relay.example:7300");
@@ -104,6 +104,7 @@ fn nothing_is_dialled_without_a_name_or_with_a_bad_address() {
     harness.get_by_label("Join").click();
     harness.run();
     harness.get_by_label_contains("Choose a display name");
+    harness.get_by_label_contains("Your name is empty.");
 
     harness.state_mut().settings.name = "Ada".into();
     harness.state_mut().settings.server = "ftp://relay.example".into();
@@ -130,6 +131,11 @@ fn each_failure_is_shown_in_plain_words() {
             TransportError::NotARelay { url: url.clone(), reason: "HTTP 404".into() },
             "That address is not a Chinwag relay",
         ),
+        (
+            TransportError::UnknownHost { host: "relay.exmaple".into(), reason: "x".into() },
+            "No relay by that name",
+        ),
+        (TransportError::ConnectionRefused { url: url.clone() }, "Nothing answers at that address"),
         (TransportError::RelayFull { url: url.clone() }, "The relay is full"),
         (refused(ErrorCode::WrongPassword), "Wrong password"),
         (refused(ErrorCode::RoomFull), "The room is full"),
@@ -157,12 +163,15 @@ fn retrying_is_shown_while_the_call_screen_stays() {
     harness.get_by_label("Join").click();
     harness.run();
     remote.send(CallEvent::Reconnecting {
-        reason: "cannot reach relay at ws://relay.example:7300/v1: connection refused".into(),
+        error: TransportError::Unreachable {
+            url: "ws://relay.example:7300/v1".into(),
+            reason: "no answer within 10 s".into(),
+        },
         retry_in: Duration::from_secs(2),
     });
     harness.run();
     harness.get_by_label_contains("Cannot reach the relay yet. Retrying");
-    harness.get_by_label_contains("connection refused");
+    harness.get_by_label_contains("No answer from relay.example:7300");
 
     remote.send(CallEvent::Joined {
         id: ParticipantId(1),
@@ -170,8 +179,8 @@ fn retrying_is_shown_while_the_call_screen_stays() {
         peers: vec![],
         rejoined: false,
     });
-    remote
-        .send(CallEvent::Reconnecting { reason: "connection lost".into(), retry_in: Duration::from_secs(1) });
+    let lost = TransportError::Lost { url: "ws://relay.example:7300/v1".into(), reason: "reset".into() };
+    remote.send(CallEvent::Reconnecting { error: lost, retry_in: Duration::from_secs(1) });
     harness.run();
     harness.get_by_label_contains("Connection lost. Reconnecting");
 }
@@ -200,7 +209,7 @@ fn two_peers_show_two_tiles_with_their_names() {
 }
 
 #[test]
-fn a_tile_goes_full_screen_and_back() {
+fn a_tile_is_enlarged_and_back() {
     let (mut harness, _remote) = in_call(&[(2, "Ada", true), (3, "Bo", true)]);
     harness.get_by_label("Tile: Bo").click();
     harness.run();
@@ -224,10 +233,18 @@ fn mute_camera_and_leave_by_button_and_keyboard() {
     assert_eq!(remote.commands().last(), Some(&Command::SetMuted(false)));
     harness.get_by_label("Mute");
 
-    // No camera here: V says so rather than opening nothing.
+    // V asks for the camera; when there is none, the engine says so and the app tells.
     harness.key_press(egui::Key::V);
     harness.run();
+    assert_eq!(
+        remote.commands().last(),
+        Some(&Command::SetVideoInput(chinwag_engine::VideoInput::Camera(None)))
+    );
+    remote.send(CallEvent::VideoStopped { error: "no camera found".into() });
+    harness.run();
     harness.get_by_label_contains("No camera found");
+    assert!(harness.state().call_state().is_some_and(|call| !call.camera));
+    assert!(!harness.state().settings.camera_on, "not asked for again at the next join");
 
     harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Q);
     harness.run();
@@ -288,4 +305,17 @@ fn push_to_talk_opens_the_microphone_only_while_space_is_held() {
     harness.key_up(egui::Key::Space);
     harness.run();
     assert_eq!(remote.commands().last(), Some(&Command::SetMuted(true)), "letting go mutes again");
+}
+
+#[test]
+fn a_first_launch_offers_the_login_name_and_the_title_names_the_room() {
+    let settings = Settings::default();
+    assert_eq!(settings.name, chinwag::login_name(), "the name field starts filled in");
+    assert!(!settings.name.trim().is_empty());
+    let (mut harness, _remote) = in_call(&[(2, "Ada", true), (3, "Bo", false)]);
+    harness.run();
+    assert_eq!(harness.state().title(), "standup (3 people) – Chinwag");
+    harness.get_by_label("Leave").click();
+    harness.run();
+    assert_eq!(harness.state().title(), "Chinwag");
 }

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chinwag_codec::{FrameDuration, ProcessingConfig, VoiceConfig};
 use chinwag_engine::{
-    Call, CallConfig, CallEvent, CallStats, InputSpec, OutputSpec, Percentiles, VideoInput, VideoSettings,
+    Call, CallConfig, CallEvent, CallStats, FrameDuration, InputSpec, OutputSpec, Percentiles,
+    ProcessingConfig, TransportConfig, VideoInput, VideoSettings, VoiceConfig,
 };
-use chinwag_transport::TransportConfig;
 use clap::Parser;
 use serde_json::json;
+
+/// How long a bot waits for its call to finish (recordings written, the relay told) once its
+/// time is up.
+const LEAVE_WITHIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Parser)]
 #[command(name = "chinwag-bot", version, about = "A headless Chinwag participant.")]
@@ -155,6 +158,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let call = Call::start(config)?;
     let deadline = args.duration.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
+    let mut joined = false;
     loop {
         let wait =
             deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
@@ -164,11 +168,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         match call.events().recv_timeout(wait) {
             Ok(CallEvent::Failed(error)) => bail!("{error}"),
             Ok(CallEvent::Joined { id, room, peers, rejoined }) => {
+                joined = true;
                 let verb = if rejoined { "rejoined" } else { "joined" };
                 eprintln!("chinwag-bot: {verb} room \"{room}\" as {id} with {} others", peers.len());
             }
-            Ok(CallEvent::Reconnecting { reason, retry_in }) => {
-                eprintln!("chinwag-bot: {reason}; retrying in {:.1} s", retry_in.as_secs_f64());
+            Ok(CallEvent::Reconnecting { error, retry_in }) => {
+                eprintln!("chinwag-bot: {error}; retrying in {:.1} s", retry_in.as_secs_f64());
+            }
+            Ok(CallEvent::VideoStopped { error }) => {
+                eprintln!("chinwag-bot: {error}; sending no video");
             }
             Ok(CallEvent::DeviceProblem { error, fallback }) => {
                 eprintln!("chinwag-bot: {error}; going on with {fallback}");
@@ -181,8 +189,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             Err(_) => break,
         }
     }
+    // Recordings are finished and the relay told within a moment; a call that cannot finish
+    // (a stuck device or network) never keeps the bot from exiting on time.
+    if !call.leave(LEAVE_WITHIN) {
+        eprintln!("chinwag-bot: the call did not finish within {LEAVE_WITHIN:?}; exiting anyway");
+    }
+    if !joined {
+        bail!(
+            "the relay at {} did not answer within the --duration of {} s",
+            args.server,
+            args.duration.unwrap_or_default()
+        );
+    }
     let stats = call.stats();
-    call.leave();
     if let Some(path) = &args.stats_json {
         let text = serde_json::to_string_pretty(&stats_json(&stats)).expect("JSON of numbers and strings");
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chinwag_e2e::audio::{PulseServer, rms, speech_report, speech_wav, tone_amplitude};
-use common::{BOT, finish, peer, relay, spawn_bot, stats, temp_dir, wait_for_participants};
+use common::{
+    BOT, assert_pattern_bars, finish, peer, relay, spawn_bot, stats, temp_dir, wait_for_participants,
+};
 
 #[test]
 fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
@@ -55,18 +57,24 @@ fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
     assert!(report.reported_p50_ms < 200.0, "{report:?} on loopback");
     assert!(report.pesq_wb >= 3.5, "PESQ-WB {:.3}: the path degrades speech", report.pesq_wb);
     let audio = &peer(&listener_stats, "Speaker")["audio"];
-    assert!(audio["packets_received"].as_u64().unwrap() >= 390, "{audio}");
+    let sent_frames = speaker_stats["audio_frames_sent"].as_u64().unwrap();
+    assert!(sent_frames >= 350, "about 7 s of 20 ms frames were sent: {speaker_stats}");
+    assert_eq!(audio["packets_received"].as_u64(), Some(sent_frames), "every frame sent arrived: {audio}");
     assert_eq!(audio["packets_lost"].as_u64(), Some(0), "{audio}");
     assert!(listener_stats["rtt_ms"]["p50"].as_f64().unwrap() < 50.0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The speaker sends video as well as a tone, so it has told the room its camera is on: the
+/// state it repeats after rejoining once deadlocked its connection, and the call went silent
+/// while the bot hung past its `--duration`.
 #[test]
-fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
+fn bots_rejoin_a_restarted_relay_audio_and_video_flow_again_and_both_exit_on_time() {
     let dir = temp_dir("restart");
     let first = relay(&[]);
     let addr = first.addr.to_string();
     let (record, b_json) = (dir.join("rec"), dir.join("b.json"));
+    let started = Instant::now();
     let listener = spawn_bot(
         &addr,
         "Listener",
@@ -74,7 +82,13 @@ fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
         &[],
     );
     wait_for_participants(&first, 1);
-    let speaker = spawn_bot(&addr, "Tone", &["--send-audio", "tone:440", "--duration", "11"], &[]);
+    let video = ["--send-video", "pattern", "--video-size", "320x240", "--video-fps", "10"];
+    let speaker = spawn_bot(
+        &addr,
+        "Tone",
+        &[&["--send-audio", "tone:440", "--duration", "11"][..], &video].concat(),
+        &[],
+    );
     wait_for_participants(&first, 2);
     std::thread::sleep(Duration::from_secs(2));
     drop(first);
@@ -83,8 +97,12 @@ fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
     let _second = relay(&["--listen", &addr]);
     let speaker_out = finish(speaker);
     let listener_out = finish(listener);
+    let both_done = started.elapsed();
     assert!(speaker_out.status.success() && listener_out.status.success());
     assert!(String::from_utf8_lossy(&listener_out.stderr).contains("rejoined"));
+    assert!(String::from_utf8_lossy(&speaker_out.stderr).contains("rejoined"));
+    // 12 s of --duration, the wait for the first join, and at most the leave's grace.
+    assert!(both_done < Duration::from_secs(16), "the bots exited {both_done:?} after starting");
 
     let stats = stats(&b_json);
     let record_start = peer(&stats, "Tone")["audio"]["record_start_unix_us"].as_f64().unwrap();
@@ -104,7 +122,36 @@ fn bots_rejoin_a_restarted_relay_and_audio_flows_again() {
         rms(&recorded[..restart_index.min(recorded.len())]) > 0.1,
         "the tone was there before the restart too"
     );
+    // Video came back too: the speaker's entry after the rejoin received frames, and the last
+    // one is the test pattern.
+    let after = peer(&stats, "Tone");
+    let frames_after = after["video"]["frames_received"].as_u64().unwrap();
+    assert!(frames_after >= 20, "video after the restart: {after}");
+    assert_pattern_bars(&std::fs::read(record.join("Tone.jpg")).unwrap(), "the last frame");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A bot whose relay never answers exits when its time is up, saying why.
+#[test]
+fn a_bot_exits_at_its_duration_whatever_the_relay_does() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accept and hold every connection, and never answer.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(held);
+    });
+    let started = Instant::now();
+    let output = Command::new(BOT)
+        .args(["--server", &addr.to_string(), "--room", "r", "--name", "Patient", "--duration", "2"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(took < Duration::from_secs(5), "exited {took:?} after starting: {stderr}");
+    assert!(!output.status.success(), "never joined, so not a success: {stderr}");
+    assert!(stderr.contains("did not answer"), "{stderr}");
 }
 
 #[test]
@@ -199,6 +246,11 @@ fn tone_back_through_devices(name: &str, device_flags: &[&str]) -> f64 {
         !stderr.contains("going on with silence") && !stderr.contains("going on with no sound"),
         "{stderr}"
     );
+    // Through ALSA's PulseAudio plugin every underrun and the plugin's transient I/O errors
+    // reach cpal's error callback: they are counted, and the device is never reopened for
+    // them (each reopen was a gap, and a notice to the person).
+    let device_lines: Vec<&str> = stderr.lines().filter(|line| line.contains("device")).collect();
+    assert!(device_lines.is_empty(), "device trouble was told: {device_lines:#?}");
     let heard = chinwag_capture::read_wav_48k_mono(&record.join("Devices.wav")).unwrap();
     // The last third: the echo canceller has had 4 s or more to converge.
     let settled = &heard[heard.len() * 2 / 3..heard.len() * 9 / 10];
@@ -223,4 +275,41 @@ fn echo_cancellation_keeps_the_speaker_out_of_the_microphone() {
     let db = tone_back_through_devices("devices-aec", &["--no-ns", "--no-agc"]);
     eprintln!("tone back through speaker and microphone, echo cancellation on: {db:.1} dB");
     assert!(db <= -25.0, "the echo came back at {db:.1} dB");
+}
+
+/// The threads audio passes through ask for real-time scheduling, so that a busy machine does
+/// not starve them; video and everything else stay ordinary.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_audio_threads_run_at_real_time_priority() {
+    let relay = relay(&[]);
+    let bot = spawn_bot(
+        &relay.url,
+        "Prio",
+        &["--send-audio", "tone:300", "--send-video", "pattern", "--duration", "4"],
+        &[],
+    );
+    wait_for_participants(&relay, 1);
+    std::thread::sleep(Duration::from_millis(800));
+    // Thread name -> scheduling policy (field 41 of /proc/PID/task/TID/stat: 1 is SCHED_FIFO).
+    let mut policies = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", bot.id())).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let policy: u32 = after_name.split_whitespace().nth(38).and_then(|p| p.parse().ok()).unwrap_or(99);
+        policies.insert(comm.trim().to_owned(), policy);
+    }
+    assert!(finish(bot).status.success());
+    let root = Command::new("id").arg("-u").output().map(|out| out.stdout == b"0\n").unwrap_or(false);
+    if !root {
+        eprintln!("not root: real-time scheduling is not expected here; threads: {policies:?}");
+        return;
+    }
+    for audio_thread in ["chinwag-send", "chinwag-play", "chinwag-net"] {
+        assert_eq!(policies.get(audio_thread), Some(&1), "{audio_thread} is not SCHED_FIFO: {policies:?}");
+    }
+    for other in ["chinwag-video", "chinwag-video-d"] {
+        assert_eq!(policies.get(other), Some(&0), "{other} should stay ordinary: {policies:?}");
+    }
 }

@@ -1,37 +1,51 @@
-//! Chinwag's call engine.
+//! Chinwag's call engine: the threads that drive a call's core, devices and connection.
 //!
-//! This crate owns a call's moving parts and the threads that run them: the send thread
-//! (audio source → Opus → transport) and the playout thread (transport → one jitter buffer and
-//! decoder per remote participant → mixer → audio sink, with per-peer recordings). One [`Call`]
-//! handle takes [`Command`]s and gives [`CallEvent`]s over `crossbeam-channel`, and
-//! [`Call::stats`] reads what a connection panel or the bot's JSON shows. The app and the bot
-//! use it alike.
+//! This crate owns a call's threads and what connects them: the send thread (audio source →
+//! voice processing → [`chinwag_call::VoiceSender`] → transport), the playout thread
+//! (transport → [`chinwag_call::Playout`] → sink, with per-peer recordings), the video send
+//! thread (source → adaptation → JPEG → transport) and the video decoder (transport → JPEG →
+//! [`chinwag_call::LipSync`] → the newest frame per peer). One [`Call`] handle takes
+//! [`Command`]s, each routed straight to the thread it concerns, and gives [`CallEvent`]s
+//! (waking the caller through [`CallConfig::waker`]); [`Call::stats`] reads the figures the
+//! threads publish without taking any lock they hold. The app and the bot use it alike and
+//! need no other crate of ours: the types its API uses are re-exported here.
 //!
-//! It deliberately holds no protocol, codec or buffering logic of its own (those live in the
-//! proto, codec and jitter cores) and no UI. Nothing on the audio path waits on the network:
-//! sending only queues into the transport, and receiving happens on the transport's thread.
+//! It deliberately holds no media logic of its own: stamping, jitter buffering, decoding,
+//! mixing, mouth-to-ear and lip sync live in the call core (`chinwag-call`), codecs in
+//! `chinwag-codec`, the connection in `chinwag-transport`. Nothing on the audio path waits
+//! on the network (sending only queues), and nothing a caller does waits on a thread of the
+//! call: dropping a [`Call`] or sending it a command never blocks.
 
 mod adapt;
+mod devices;
 mod play;
+mod priority;
 mod send;
 mod stats;
 mod video;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chinwag_capture::{AudioSink, AudioSource, CaptureError};
-use chinwag_codec::VoiceConfig;
+use chinwag_capture::CaptureError;
 use chinwag_jitter::JitterConfig;
-use chinwag_proto::{ParticipantId, Peer};
-use chinwag_transport::{Transport, TransportConfig, TransportError};
+use chinwag_transport::Transport;
 use crossbeam_channel::{Receiver, Sender};
 
 pub use adapt::{VideoAdapter, VideoLevel};
-pub use stats::{CallStats, PeerStats, Percentiles, Samples};
+pub use chinwag_call::{MAX_VOLUME, Percentiles, Sketch};
+pub use chinwag_capture::DeviceTrouble;
+pub use chinwag_codec::{FrameDuration, ProcessingConfig, VideoFrame, VoiceConfig};
+pub use chinwag_proto::{
+    DEFAULT_PORT, ErrorCode, MAX_NAME_CHARS, MAX_ROOM_CHARS, ParticipantId, Peer, ProtoError, WS_PATH,
+    validate_name, validate_password, validate_room,
+};
+pub use chinwag_transport::{TransportConfig, TransportError, TransportStats, server_url};
+pub use devices::{DeviceLists, list_devices};
+pub use stats::{CallStats, PeerStats};
 pub use video::{VideoInput, VideoSettings};
 
 /// Where the call's outgoing audio comes from.
@@ -59,6 +73,22 @@ pub enum OutputSpec {
     None,
 }
 
+/// Called whenever the call has news for its owner (an event): an app asks for a repaint.
+#[derive(Clone)]
+pub struct Waker(Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(wake))
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CallConfig {
     pub transport: TransportConfig,
@@ -68,10 +98,14 @@ pub struct CallConfig {
     pub output: OutputSpec,
     pub video: VideoSettings,
     /// Echo cancellation, noise suppression and gain on a real microphone's signal.
-    pub processing: chinwag_codec::ProcessingConfig,
+    pub processing: ProcessingConfig,
     /// Write `<peer name>.wav` here for each peer (what was played out from that peer), and
     /// `<peer name>.jpg` (the last video frame received from that peer) on leaving.
     pub record_dir: Option<PathBuf>,
+    /// Called after each event is queued.
+    pub waker: Option<Waker>,
+    /// Ask the OS to run the audio threads at real-time (or at least raised) priority.
+    pub raise_priority: bool,
 }
 
 impl CallConfig {
@@ -83,8 +117,10 @@ impl CallConfig {
             input: InputSpec::None,
             output: OutputSpec::None,
             video: VideoSettings::default(),
-            processing: chinwag_codec::ProcessingConfig::default(),
+            processing: ProcessingConfig::default(),
             record_dir: None,
+            waker: None,
+            raise_priority: true,
         }
     }
 }
@@ -93,14 +129,14 @@ impl CallConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     SetMuted(bool),
-    /// A gain for one peer's audio, 0.0 (silent) to 2.0.
+    /// A gain for one peer's audio, 0.0 (silent) to [`MAX_VOLUME`].
     SetPeerVolume(ParticipantId, f32),
     SetInput(InputSpec),
     SetOutput(OutputSpec),
     /// Change the video source; `VideoInput::None` turns the camera off.
     SetVideoInput(VideoInput),
     /// Switch echo cancellation, noise suppression and gain on or off.
-    SetProcessing(chinwag_codec::ProcessingConfig),
+    SetProcessing(ProcessingConfig),
     Leave,
 }
 
@@ -122,7 +158,7 @@ pub enum CallEvent {
     },
     /// The connection dropped; the engine reconnects by itself.
     Reconnecting {
-        reason: String,
+        error: TransportError,
         retry_in: Duration,
     },
     /// The call cannot go on (wrong password, room full, relay unreachable at the start).
@@ -131,6 +167,10 @@ pub enum CallEvent {
     DeviceProblem {
         error: String,
         fallback: String,
+    },
+    /// The video source could not be opened or stopped; video is off until asked again.
+    VideoStopped {
+        error: String,
     },
     /// The system's default device changed and the call followed it.
     DeviceChanged {
@@ -155,43 +195,49 @@ pub enum EngineError {
     },
 }
 
-/// A running call. Dropping it leaves.
-pub struct Call {
-    commands: Sender<Command>,
-    events: Receiver<CallEvent>,
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+/// Where a call's threads send their events: the owner's channel, then its waker.
+#[derive(Clone)]
+pub(crate) struct Events {
+    tx: Sender<CallEvent>,
+    waker: Option<Waker>,
 }
 
-/// What the threads share.
-struct Shared {
-    transport: Transport,
-    stats: Mutex<CallStats>,
-    muted: std::sync::atomic::AtomicBool,
-    camera: std::sync::atomic::AtomicBool,
-    clock: WallClock,
-    /// The last frame this client sent, for a self-view.
-    preview: Mutex<Option<Arc<chinwag_codec::VideoFrame>>>,
-    /// Decoded video per peer, waiting to be shown.
-    video: Mutex<HashMap<ParticipantId, video::PeerVideo>>,
+impl Events {
+    pub(crate) fn send(&self, event: CallEvent) {
+        if self.tx.send(event).is_ok()
+            && let Some(waker) = &self.waker
+        {
+            (waker.0)();
+        }
+    }
+}
+
+/// What a call's threads share: the connection, the published figures, and two switches.
+pub(crate) struct Shared {
+    pub(crate) transport: Transport,
+    pub(crate) board: stats::Board,
+    pub(crate) video: video::Screen,
+    pub(crate) muted: AtomicBool,
+    camera: AtomicBool,
+    pub(crate) clock: WallClock,
 }
 
 impl Shared {
     fn set_muted(&self, muted: bool) {
-        self.muted.store(muted, std::sync::atomic::Ordering::Relaxed);
-        self.transport.set_state(muted, self.camera.load(std::sync::atomic::Ordering::Relaxed));
+        self.muted.store(muted, Ordering::Relaxed);
+        self.transport.set_state(muted, self.camera.load(Ordering::Relaxed));
     }
 
-    fn set_camera(&self, on: bool) {
-        if self.camera.swap(on, std::sync::atomic::Ordering::Relaxed) != on {
-            self.transport.set_state(self.muted.load(std::sync::atomic::Ordering::Relaxed), on);
+    pub(crate) fn set_camera(&self, on: bool) {
+        if self.camera.swap(on, Ordering::Relaxed) != on {
+            self.transport.set_state(self.muted.load(Ordering::Relaxed), on);
         }
     }
 }
 
 /// Converts the engine's `Instant`s to wall-clock time for reports.
 #[derive(Debug, Clone, Copy)]
-struct WallClock {
+pub(crate) struct WallClock {
     instant: Instant,
     unix_us: u64,
 }
@@ -202,7 +248,7 @@ impl WallClock {
         Self { instant: Instant::now(), unix_us }
     }
 
-    fn unix_us(&self, at: Instant) -> u64 {
+    pub(crate) fn unix_us(&self, at: Instant) -> u64 {
         match at.checked_duration_since(self.instant) {
             Some(after) => self.unix_us + after.as_micros() as u64,
             None => self.unix_us.saturating_sub(self.instant.duration_since(at).as_micros() as u64),
@@ -210,14 +256,26 @@ impl WallClock {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Each thread's command line.
+struct Routes {
+    send: Sender<send::SendCommand>,
+    play: Sender<play::PlayCommand>,
+    video: Sender<video::VideoCommand>,
+    decode: Sender<()>,
+}
+
+/// A running call. Dropping it leaves without waiting for anything.
+pub struct Call {
+    routes: Routes,
+    events: Receiver<CallEvent>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Call {
-    /// Starts connecting and the audio threads. Errors that need no network (a bad address, a
-    /// missing WAV file, an unwritable recording folder) are reported here; the rest arrive as
-    /// events.
+    /// Starts connecting and the call's threads. Errors that need no network (a bad address,
+    /// a missing WAV file, an unwritable recording folder) are reported here; the rest arrive
+    /// as events. Opens no device on the calling thread.
     pub fn start(config: CallConfig) -> Result<Call, EngineError> {
         if let Some(dir) = &config.record_dir {
             std::fs::create_dir_all(dir)
@@ -227,134 +285,152 @@ impl Call {
             // Read it now so that a bad file is an error before anything connects.
             chinwag_capture::read_wav_48k_mono(path)?;
         }
-        let transport = Transport::start(config.transport.clone())?;
+        let mut transport_config = config.transport.clone();
+        if config.raise_priority {
+            // Audio arrives through the connection thread: it is an audio thread too.
+            transport_config.thread_setup =
+                Some(chinwag_transport::ThreadSetup(Arc::new(|| priority::raise_audio_thread("network"))));
+        }
+        let transport = Transport::start(transport_config)?;
         let shared = Arc::new(Shared {
             transport,
-            stats: Mutex::new(CallStats::default()),
-            muted: std::sync::atomic::AtomicBool::new(false),
-            camera: std::sync::atomic::AtomicBool::new(false),
+            board: stats::Board::default(),
+            video: video::Screen::default(),
+            muted: AtomicBool::new(false),
+            camera: AtomicBool::new(false),
             clock: WallClock::now(),
-            preview: Mutex::new(None),
-            video: Mutex::new(HashMap::new()),
         });
-        let (commands, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, events) = crossbeam_channel::unbounded();
-        let (send_commands, send_command_rx) = crossbeam_channel::unbounded();
-        let (echo_tx, echo_rx) = crossbeam_channel::bounded(50);
-        let (render_tx, render_rx) = crossbeam_channel::bounded(100);
+        let events_out = Events { tx: event_tx, waker: config.waker.clone() };
+        let (send_tx, send_rx) = crossbeam_channel::unbounded();
+        let (play_tx, play_rx) = crossbeam_channel::unbounded();
+        let (video_tx, video_rx) = crossbeam_channel::unbounded();
+        let (decode_tx, decode_rx) = crossbeam_channel::bounded(1);
+        // The playout thread hands each mix to the send thread: as the echo canceller's far
+        // end, and as the signal itself for an echo service.
+        let (mix_tx, mix_rx) = crossbeam_channel::bounded(100);
         let echo = matches!(config.input, InputSpec::Echo);
 
-        let send_shared = Arc::clone(&shared);
-        let send_config = config.clone();
-        let send_events = event_tx.clone();
-        let send_thread = std::thread::Builder::new()
-            .name("chinwag-send".into())
-            .spawn(move || {
-                send::run(send_config, send_shared, send_command_rx, echo_rx, render_rx, send_events)
-            })
-            .expect("the OS lets us start a thread");
-
-        let (video_commands, video_command_rx) = crossbeam_channel::unbounded();
-        let video_shared = Arc::clone(&shared);
-        let video_settings = config.video.clone();
-        let video_events = event_tx.clone();
-        let video_thread = std::thread::Builder::new()
-            .name("chinwag-video".into())
-            .spawn(move || video::run_send(video_settings, video_shared, video_command_rx, video_events))
-            .expect("the OS lets us start a thread");
-
-        let (decode_tx, decode_rx) = video::decode_channel();
-        let decode_shared = Arc::clone(&shared);
-        let decode_thread = std::thread::Builder::new()
-            .name("chinwag-video-decode".into())
-            .spawn(move || video::run_decode(decode_shared, decode_rx))
-            .expect("the OS lets us start a thread");
-
-        let play_shared = Arc::clone(&shared);
-        let links = play::Links {
-            send: send_commands,
-            video: video_commands,
-            decode: decode_tx,
-            echo: echo.then_some(echo_tx),
-            render: render_tx,
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(body).expect("the OS lets us start a thread")
         };
-        let play_thread = std::thread::Builder::new()
-            .name("chinwag-play".into())
-            .spawn(move || play::run(config, play_shared, command_rx, links, event_tx))
-            .expect("the OS lets us start a thread");
-        Ok(Call {
-            commands,
-            events,
-            shared,
-            threads: vec![send_thread, play_thread, video_thread, decode_thread],
-        })
+        // The senders come first: `leave` waits for them before the connection says goodbye.
+        let threads = vec![
+            spawn("chinwag-send", {
+                let (config, shared, events) = (config.clone(), Arc::clone(&shared), events_out.clone());
+                Box::new(move || send::run(config, shared, send_rx, mix_rx, events))
+            }),
+            spawn("chinwag-video", {
+                let (settings, shared, events) =
+                    (config.video.clone(), Arc::clone(&shared), events_out.clone());
+                Box::new(move || video::run_send(settings, shared, video_rx, events))
+            }),
+            spawn("chinwag-play", {
+                let (config, shared, events) = (config.clone(), Arc::clone(&shared), events_out.clone());
+                let links = play::Links { mixes: mix_tx, echo };
+                Box::new(move || play::run(config, shared, play_rx, links, events))
+            }),
+            spawn("chinwag-video-decode", {
+                let (shared, record_dir) = (Arc::clone(&shared), config.record_dir.clone());
+                Box::new(move || video::run_decode(shared, decode_rx, record_dir))
+            }),
+        ];
+        let routes = Routes { send: send_tx, play: play_tx, video: video_tx, decode: decode_tx };
+        Ok(Call { routes, events, shared, threads })
     }
 
     pub fn events(&self) -> &Receiver<CallEvent> {
         &self.events
     }
 
+    /// Passes `command` straight to the thread it concerns. Never waits.
     pub fn command(&self, command: Command) {
-        let _ = self.commands.send(command);
+        let routes = &self.routes;
+        match command {
+            Command::SetMuted(muted) => self.shared.set_muted(muted),
+            Command::SetPeerVolume(id, volume) => {
+                let _ = routes.play.send(play::PlayCommand::Volume(id, volume));
+            }
+            Command::SetOutput(spec) => {
+                let _ = routes.play.send(play::PlayCommand::Output(spec));
+            }
+            Command::SetInput(spec) => {
+                let _ = routes.send.send(send::SendCommand::Input(spec));
+            }
+            Command::SetProcessing(processing) => {
+                let _ = routes.send.send(send::SendCommand::Processing(processing));
+            }
+            Command::SetVideoInput(input) => {
+                let _ = routes.video.send(video::VideoCommand::Input(input));
+            }
+            Command::Leave => self.signal_leave(),
+        }
     }
 
-    /// A snapshot of the call's statistics.
+    /// The figures as the threads last published them (at most about 100 ms old).
     pub fn stats(&self) -> CallStats {
-        lock(&self.shared.stats).clone()
+        self.shared.board.snapshot(self.shared.transport.stats())
     }
 
     /// The newest video frame from `peer` that is due to be shown (lip-synced to its audio).
-    pub fn video_frame(&self, peer: ParticipantId) -> Option<Arc<chinwag_codec::VideoFrame>> {
-        video::current_frame(&self.shared, peer)
+    pub fn video_frame(&self, peer: ParticipantId) -> Option<Arc<VideoFrame>> {
+        self.shared.video.frame(peer)
     }
 
     /// The last frame this client sent, for a self-view.
-    pub fn preview(&self) -> Option<Arc<chinwag_codec::VideoFrame>> {
-        lock(&self.shared.preview).clone()
+    pub fn preview(&self) -> Option<Arc<VideoFrame>> {
+        self.shared.video.preview()
     }
 
-    /// Leaves and waits for the threads to finish.
-    pub fn leave(mut self) {
-        self.shutdown();
+    /// Leaves, then waits up to `within` for the threads to finish their recordings, publish
+    /// their last figures and say goodbye to the relay; returns whether everything finished in
+    /// time. Whatever is still running after that ends by itself.
+    pub fn leave(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        // The senders stop first, so that what they queued still goes out before the goodbye.
+        self.signal_threads();
+        let wait_for = |threads: &[JoinHandle<()>], until: Instant| loop {
+            if threads.iter().all(JoinHandle::is_finished) {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let senders_done = wait_for(&self.threads[..SENDERS], Instant::now() + within / 2);
+        self.shared.transport.leave();
+        let threads_done = wait_for(&self.threads, deadline);
+        senders_done
+            && threads_done
+            && self.shared.transport.wait_finished(deadline.saturating_duration_since(Instant::now()))
     }
 
-    fn shutdown(&mut self) {
-        let _ = self.commands.send(Command::Leave);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+    fn signal_threads(&self) {
+        let routes = &self.routes;
+        let _ = routes.send.send(send::SendCommand::Leave);
+        let _ = routes.play.send(play::PlayCommand::Leave);
+        let _ = routes.video.send(video::VideoCommand::Leave);
+        let _ = routes.decode.try_send(());
+    }
+
+    fn signal_leave(&self) {
+        self.signal_threads();
+        self.shared.transport.leave();
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.shutdown();
+        self.signal_leave();
     }
 }
 
-/// Opens an input as specified; `Echo` and `None` are handled by the send thread itself.
-fn open_input(spec: &InputSpec) -> Result<Option<Box<dyn AudioSource>>, CaptureError> {
-    Ok(match spec {
-        InputSpec::Device(name) => Some(Box::new(chinwag_capture::MicSource::open(name.as_deref())?)),
-        InputSpec::Tone(hz) => Some(Box::new(chinwag_capture::ToneSource::new(*hz, 0.5))),
-        InputSpec::Wav(path) => Some(Box::new(chinwag_capture::WavSource::open(path)?)),
-        InputSpec::Silence => Some(Box::new(chinwag_capture::SilenceSource::default())),
-        InputSpec::None | InputSpec::Echo => None,
-    })
-}
+/// How many of a call's threads send media (they come first in `Call::threads`).
+const SENDERS: usize = 2;
 
-fn open_output(spec: &OutputSpec) -> Result<Box<dyn AudioSink>, CaptureError> {
-    Ok(match spec {
-        OutputSpec::Device(name) => Box::new(chinwag_capture::SpeakerSink::open(name.as_deref())?),
-        OutputSpec::None => Box::new(chinwag_capture::ClockSink::new(Duration::ZERO)),
-    })
-}
-
-/// How often the default device is checked, when the call uses the default.
+/// How often the system's default devices are checked, when the call uses them.
 const DEFAULT_DEVICE_CHECK: Duration = Duration::from_secs(2);
-
-/// Per-peer volumes, shared by command and playout.
-type Volumes = HashMap<ParticipantId, f32>;
 
 /// A peer's name made safe as a file name: path separators and control characters become `_`.
 fn file_name(name: &str) -> String {

@@ -1,34 +1,34 @@
-//! The send thread: audio source → Opus → transport.
+//! The send thread: audio source → voice processing (a real microphone only) → the call
+//! core's [`VoiceSender`] → transport.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use chinwag_call::VoiceSender;
 use chinwag_capture::{AudioSource, SilenceSource};
-use chinwag_codec::{VoiceEncoder, VoiceProcessor};
-use chinwag_proto::{MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, SeqNo};
-use crossbeam_channel::{Receiver, Sender};
-use tracing::warn;
+use chinwag_codec::{ProcessingConfig, VoiceProcessor};
+use crossbeam_channel::Receiver;
+use tracing::{info, warn};
 
-use crate::{CallConfig, CallEvent, Command, InputSpec, Shared, lock};
+use crate::devices::{DefaultWatcher, ProblemOnce, describe_input, input_fallback, open_input};
+use crate::play::MixFrame;
+use crate::{CallConfig, CallEvent, Events, InputSpec, Shared};
 
-/// One 10 ms frame of what this client played out, with the instant it was played.
-pub(crate) type EchoFrame = (Vec<f32>, Instant);
-
-/// One 10 ms frame sent to the speaker, and how long until it is heard.
-pub(crate) type RenderFrame = (Vec<f32>, Duration);
-
-/// Samples per processing step: sonora works on 10 ms.
+/// Samples per processing step: the voice processor works on 10 ms.
 const PROCESSING_SAMPLES: usize = 480;
 /// The microphone's own buffering, added to the speaker's latency as the echo-delay hint.
 const MIC_LATENCY: Duration = Duration::from_millis(10);
-/// After this long without voice, the encoder drops to `SILENT_BITRATE_BPS`.
-const SILENCE_BEFORE_SAVING: Duration = Duration::from_millis(300);
-const SILENT_BITRATE_BPS: u32 = 8_000;
+
+pub(crate) enum SendCommand {
+    Input(InputSpec),
+    Processing(ProcessingConfig),
+    Leave,
+}
 
 /// Where samples come from right now.
-enum Input {
-    Source(Box<dyn AudioSource>),
+enum Source {
+    Device(Box<dyn AudioSource>),
     /// The played-out mix, 10 ms at a time, gathered into encoder frames.
     Echo {
         pending: Vec<f32>,
@@ -37,173 +37,211 @@ enum Input {
     Nothing,
 }
 
+/// The input as asked for, opened once the call is joined.
+struct Input {
+    spec: InputSpec,
+    source: Option<Source>,
+    watcher: Option<DefaultWatcher>,
+    problems: ProblemOnce,
+}
+
 pub(crate) fn run(
     config: CallConfig,
     shared: Arc<Shared>,
-    commands: Receiver<Command>,
-    echo: Receiver<EchoFrame>,
-    render: Receiver<RenderFrame>,
-    events: Sender<CallEvent>,
+    commands: Receiver<SendCommand>,
+    mixes: Receiver<MixFrame>,
+    events: Events,
 ) {
-    let mut encoder = match VoiceEncoder::new(config.voice) {
-        Ok(encoder) => encoder,
+    if config.raise_priority {
+        crate::priority::raise_audio_thread("send");
+    }
+    let mut voice = match VoiceSender::new(config.voice) {
+        Ok(voice) => voice,
         Err(error) => {
-            let _ = events.send(CallEvent::DeviceProblem {
-                error: error.to_string(),
-                fallback: "no audio sent".into(),
-            });
+            let fallback = "no audio sent".into();
+            events.send(CallEvent::DeviceProblem { error: error.to_string(), fallback });
             return;
         }
     };
-    let n_samples = encoder.frame().samples();
-    let mut frame = vec![0.0f32; n_samples];
-    let mut packet = Vec::with_capacity(1500);
-    let mut seq = SeqNo(0);
-    let mut timestamp = MediaTimestamp(0);
-    let mut first = true;
-    let mut spec = config.input.clone();
-    let mut input: Option<Input> = None;
-    let mut default_checked = Instant::now();
+    let mut frame = vec![0.0f32; voice.frame_samples()];
+    let mut input =
+        Input { spec: config.input.clone(), source: None, watcher: None, problems: ProblemOnce::default() };
     let mut processor = VoiceProcessor::new(config.processing);
-    let mut last_voice = Instant::now();
-    let mut saving = false;
+    let mut trouble_published = Instant::now();
     loop {
-        while let Ok(command) = commands.try_recv() {
+        for command in commands.try_iter() {
             match command {
-                Command::Leave => return,
-                Command::SetInput(new_spec) => {
-                    spec = new_spec;
-                    input = None;
-                }
-                Command::SetProcessing(processing) => processor.set_config(processing),
-                _ => {}
+                SendCommand::Leave => return,
+                SendCommand::Input(spec) => input.change(spec),
+                SendCommand::Processing(processing) => processor.set_config(processing),
             }
         }
         // Start the source only once joined, so that a file or tone starts at its beginning
         // for the others rather than into a connection that is not there yet.
         if !shared.transport.is_connected() || shared.transport.relay_time(Instant::now()).is_none() {
-            std::thread::sleep(Duration::from_millis(5));
+            mixes.try_iter().for_each(drop);
+            if let Ok(command) = commands.recv_timeout(Duration::from_millis(5)) {
+                match command {
+                    SendCommand::Leave => return,
+                    SendCommand::Input(spec) => input.change(spec),
+                    SendCommand::Processing(processing) => processor.set_config(processing),
+                }
+            }
             continue;
         }
-        if spec == InputSpec::Device(None) && default_checked.elapsed() >= crate::DEFAULT_DEVICE_CHECK {
-            default_checked = Instant::now();
-            let current = match &input {
-                Some(Input::Source(source)) => source.device_name().map(str::to_owned),
-                _ => None,
-            };
-            if let (Some(current), Some(default)) = (current, chinwag_capture::default_input_name())
-                && current != default
-            {
-                input = None;
-                let _ = events.send(CallEvent::DeviceChanged { direction: "input", name: default });
-            }
-        }
-        let input = input.get_or_insert_with(|| open(&spec, &events));
-        let captured_at = match input {
-            Input::Nothing => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            Input::Source(source) => match source.read_frame(&mut frame) {
-                Ok(at) => at,
-                Err(error) => {
-                    warn!(%error, "audio input failed");
-                    // The same device again first: ALSA through PulseAudio sometimes reports a
-                    // transient I/O error that a fresh stream does not have.
-                    if let Ok(Some(source)) = crate::open_input(&spec) {
-                        let fallback = "the same microphone, reopened".into();
-                        let _ = events.send(CallEvent::DeviceProblem { error: error.to_string(), fallback });
-                        *input = Input::Source(source);
-                        continue;
-                    }
-                    let fallback = fallback_after_error(&spec);
-                    let _ = events.send(CallEvent::DeviceProblem {
-                        error: error.to_string(),
-                        fallback: describe(&fallback).into(),
-                    });
-                    spec = fallback;
-                    *input = open(&spec, &events);
-                    continue;
-                }
-            },
-            Input::Echo { pending, first_played } => {
-                let Ok((played, at)) = echo.recv_timeout(Duration::from_millis(50)) else { continue };
-                first_played.get_or_insert(at);
-                pending.extend_from_slice(&played);
-                if pending.len() < n_samples {
-                    continue;
-                }
-                frame.copy_from_slice(&pending[..n_samples]);
-                pending.drain(..n_samples);
-                first_played.take().expect("set above")
-            }
-        };
+        input.follow_default(&events);
+        let Some(captured_at) = input.read(&mut frame, &mixes, &events) else { continue };
         // A real microphone hears the room: cancel the echo of what was played, suppress noise,
         // even out the level. Synthetic sources are clean and stay untouched.
-        let from_microphone = matches!(spec, InputSpec::Device(_));
-        if from_microphone {
-            let voice = process_microphone(&mut processor, &render, &mut frame);
-            let now = Instant::now();
-            if voice {
-                last_voice = now;
-            }
-            // Send less while nobody speaks: a lower bitrate until voice returns.
-            let silent = now.saturating_duration_since(last_voice) >= SILENCE_BEFORE_SAVING;
-            if silent != saving {
-                saving = silent;
-                let bitrate = if silent { SILENT_BITRATE_BPS } else { config.voice.bitrate_bps };
-                let _ = encoder.set_bitrate(bitrate);
-            }
-            lock(&shared.stats).speaking = voice && !shared.muted.load(Ordering::Relaxed);
-        } else {
+        if matches!(input.spec, InputSpec::Device(_)) {
+            let voice_heard = process_microphone(&mut processor, &mixes, &mut frame);
+            shared.board.speaking.store(voice_heard && !shared.muted.load(Relaxed), Relaxed);
+        } else if input.spec != InputSpec::Echo {
             // Keep the far-end queue from going stale while no microphone is open.
-            render.try_iter().for_each(drop);
+            mixes.try_iter().for_each(drop);
+        }
+        if let Some(Source::Device(source)) = &input.source
+            && captured_at.saturating_duration_since(trouble_published) >= Duration::from_secs(1)
+        {
+            trouble_published = captured_at;
+            shared.board.input_trouble.store(Arc::new(source.trouble()));
         }
         let level = (frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32).sqrt();
-        lock(&shared.stats).input_level = level;
-        if shared.muted.load(Ordering::Relaxed) {
+        shared.board.input_level.store(level.to_bits(), Relaxed);
+        if shared.muted.load(Relaxed) {
             continue;
         }
         let Some(capture_time) = shared.transport.relay_time(captured_at) else { continue };
-        if let Err(error) = encoder.encode(&frame, &mut packet) {
-            warn!(%error, "could not encode a frame");
+        let queued = match voice.handle_frame(&frame, capture_time) {
+            Ok((header, packet)) => shared.transport.send_media(&header, packet),
+            Err(error) => {
+                warn!(%error, "could not encode a frame");
+                continue;
+            }
+        };
+        if !queued {
             continue;
         }
-        let header = MediaHeader {
-            kind: MediaKind::Audio,
-            flags: if first {
-                MediaFlags::default().with(MediaFlags::RESTART)
-            } else {
-                MediaFlags::default()
-            },
-            sender: ParticipantId(0),
-            seq,
-            timestamp,
-            capture_time,
+        let board = &shared.board;
+        let _ = board.audio_send_start_unix_us.compare_exchange(
+            0,
+            shared.clock.unix_us(captured_at),
+            Relaxed,
+            Relaxed,
+        );
+        board.audio_frames_sent.fetch_add(1, Relaxed);
+    }
+}
+
+impl Input {
+    fn change(&mut self, spec: InputSpec) {
+        self.spec = spec;
+        self.source = None;
+        self.watcher = None;
+        self.problems.clear();
+    }
+
+    /// Follows the system's default microphone when the call uses the default.
+    fn follow_default(&mut self, events: &Events) {
+        let Some(name) = self.watcher.as_ref().and_then(DefaultWatcher::poll) else { return };
+        let current = match &self.source {
+            Some(Source::Device(source)) => source.device_name().map(str::to_owned),
+            _ => None,
         };
-        shared.transport.send_media(&header, &packet);
-        first = false;
-        seq = seq.next();
-        timestamp = timestamp.add_ticks(n_samples as u32);
-        let mut stats = lock(&shared.stats);
-        stats.audio_send_start_unix_us.get_or_insert(shared.clock.unix_us(captured_at));
-        stats.audio_frames_sent += 1;
+        if current.as_deref() != Some(name.as_str()) {
+            self.source = None;
+            events.send(CallEvent::DeviceChanged { direction: "input", name });
+        }
+    }
+
+    /// The next frame into `frame`; returns when its first sample was captured, or `None`
+    /// when there is nothing this time round.
+    fn read(&mut self, frame: &mut [f32], mixes: &Receiver<MixFrame>, events: &Events) -> Option<Instant> {
+        if self.source.is_none() {
+            self.source = Some(self.open(events));
+        }
+        match self.source.as_mut().expect("opened above") {
+            Source::Nothing => {
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            }
+            Source::Device(source) => match source.read_frame(frame) {
+                Ok(at) => {
+                    self.problems.clear();
+                    Some(at)
+                }
+                Err(error) => {
+                    warn!(%error, "audio input failed; reopening it");
+                    // The same device again first; `open` falls back if that fails.
+                    self.source = Some(self.open_after(events, Some(error.to_string())));
+                    None
+                }
+            },
+            Source::Echo { pending, first_played } => {
+                let Ok(played) = mixes.recv_timeout(Duration::from_millis(50)) else { return None };
+                first_played.get_or_insert(played.heard_at);
+                pending.extend_from_slice(&played.samples);
+                if pending.len() < frame.len() {
+                    return None;
+                }
+                frame.copy_from_slice(&pending[..frame.len()]);
+                pending.drain(..frame.len());
+                first_played.take()
+            }
+        }
+    }
+
+    fn open(&mut self, events: &Events) -> Source {
+        self.open_after(events, None)
+    }
+
+    /// Opens the input as asked, or its fallbacks; `failure` is why the last one stopped. A
+    /// reopen that works is only logged; a fallback is told once.
+    fn open_after(&mut self, events: &Events, failure: Option<String>) -> Source {
+        let mut error = failure;
+        loop {
+            let opened = match &self.spec {
+                InputSpec::Echo => return Source::Echo { pending: Vec::new(), first_played: None },
+                InputSpec::None => return Source::Nothing,
+                spec => open_input(spec),
+            };
+            match opened {
+                Ok(Some(source)) => {
+                    if error.is_some() {
+                        info!(device = ?source.device_name(), "reopened the audio input");
+                    }
+                    self.watcher = (self.spec == InputSpec::Device(None))
+                        .then(|| DefaultWatcher::start(true, source.device_name().map(str::to_owned)));
+                    return Source::Device(source);
+                }
+                Ok(None) => return Source::Nothing,
+                Err(open_error) => {
+                    let fallback = input_fallback(&self.spec);
+                    let reason = error.take().unwrap_or_else(|| open_error.to_string());
+                    let fallback_name = describe_input(&fallback);
+                    if self.problems.is_new(&reason, fallback_name) {
+                        events
+                            .send(CallEvent::DeviceProblem { error: reason, fallback: fallback_name.into() });
+                    }
+                    if self.spec == InputSpec::Silence {
+                        return Source::Device(Box::new(SilenceSource::default()));
+                    }
+                    self.spec = fallback;
+                }
+            }
+        }
     }
 }
 
 /// Feeds the far end played since the last frame, then cleans `frame` in 10 ms steps; returns
 /// whether any step held voice.
-fn process_microphone(
-    processor: &mut VoiceProcessor,
-    render: &Receiver<RenderFrame>,
-    frame: &mut [f32],
-) -> bool {
+fn process_microphone(processor: &mut VoiceProcessor, mixes: &Receiver<MixFrame>, frame: &mut [f32]) -> bool {
     let mut latency = None;
-    for (played, heard_after) in render.try_iter() {
-        if let Err(error) = processor.process_render(&played) {
+    for played in mixes.try_iter() {
+        if let Err(error) = processor.process_render(&played.samples) {
             warn!(%error, "the echo canceller refused a far-end frame");
         }
-        latency = Some(heard_after);
+        latency = Some(played.latency);
     }
     if let Some(latency) = latency {
         processor.set_stream_delay(latency + MIC_LATENCY);
@@ -216,41 +254,4 @@ fn process_microphone(
         }
     }
     voice
-}
-
-fn open(spec: &InputSpec, events: &Sender<CallEvent>) -> Input {
-    match spec {
-        InputSpec::Echo => Input::Echo { pending: Vec::new(), first_played: None },
-        InputSpec::None => Input::Nothing,
-        other => match crate::open_input(other) {
-            Ok(Some(source)) => Input::Source(source),
-            Ok(None) => Input::Nothing,
-            Err(error) => {
-                let fallback = fallback_after_error(other);
-                let _ = events.send(CallEvent::DeviceProblem {
-                    error: error.to_string(),
-                    fallback: describe(&fallback).into(),
-                });
-                match crate::open_input(&fallback) {
-                    Ok(Some(source)) => Input::Source(source),
-                    _ => Input::Source(Box::new(SilenceSource::default())),
-                }
-            }
-        },
-    }
-}
-
-/// A named microphone falls back to the default one; anything else to silence.
-fn fallback_after_error(spec: &InputSpec) -> InputSpec {
-    match spec {
-        InputSpec::Device(Some(name)) if name != "default" => InputSpec::Device(None),
-        _ => InputSpec::Silence,
-    }
-}
-
-fn describe(spec: &InputSpec) -> &'static str {
-    match spec {
-        InputSpec::Device(_) => "the default microphone",
-        _ => "silence",
-    }
 }

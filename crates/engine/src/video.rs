@@ -1,20 +1,25 @@
 //! Video: the send thread (source → adaptation → JPEG → transport) and the decode worker
-//! (received JPEG → newest RGBA frame per peer, released no earlier than the audio captured
-//! with it is heard).
+//! (the connection's video frames → JPEG → the call core's [`LipSync`] per peer → the newest
+//! frame due, for the screen).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chinwag_call::{LipSync, MediaStamper};
 use chinwag_capture::{CameraSource, FrameContent, TestPatternSource, VideoSource};
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
-use chinwag_proto::{MediaFlags, MediaHeader, MediaKind, MediaTimestamp, ParticipantId, RelayTime, SeqNo};
-use crossbeam_channel::{Receiver, Sender};
+use chinwag_proto::{MediaKind, ParticipantId};
+use chinwag_transport::ReceivedMedia;
+use crossbeam_channel::{Receiver, select};
 use tracing::warn;
 
 use crate::adapt::VideoAdapter;
-use crate::{CallEvent, Shared, lock};
+use crate::stats::VideoPart;
+use crate::{CallEvent, Events, Shared, file_name};
 
 /// Where the call's outgoing video comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,78 +47,74 @@ impl Default for VideoSettings {
     }
 }
 
-/// A received frame waiting to be shown.
-struct Pending {
-    show_at: Instant,
-    frame: Arc<VideoFrame>,
+pub(crate) enum VideoCommand {
+    Input(VideoInput),
+    Leave,
 }
 
-/// What the decode worker keeps per peer.
+/// How often the decoder publishes its figures.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// What is on screen: each peer's frames on their way through lip sync, and the self-view.
 #[derive(Default)]
-pub(crate) struct PeerVideo {
-    pub(crate) name: String,
-    pending: VecDeque<Pending>,
-    shown: Option<Arc<VideoFrame>>,
-    /// The last JPEG received, as received, for `--record`.
-    pub(crate) last_jpeg: Option<Bytes>,
+pub(crate) struct Screen {
+    peers: Mutex<HashMap<ParticipantId, LipSync<Arc<VideoFrame>>>>,
+    preview: Mutex<Option<Arc<VideoFrame>>>,
 }
 
-impl PeerVideo {
-    /// The newest frame whose time has come.
-    fn current(&mut self, now: Instant) -> Option<Arc<VideoFrame>> {
-        while self.pending.front().is_some_and(|pending| pending.show_at <= now) {
-            self.shown = self.pending.pop_front().map(|pending| pending.frame);
-        }
-        self.shown.clone()
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Screen {
+    /// The newest frame of `peer` that is due now.
+    pub(crate) fn frame(&self, peer: ParticipantId) -> Option<Arc<VideoFrame>> {
+        lock(&self.peers).get_mut(&peer).and_then(|sync| sync.poll_frame(Instant::now()))
     }
-}
 
-/// Frames waiting for the decode worker; beyond this, older ones are dropped.
-const DECODE_BACKLOG: usize = 8;
-/// Frames waiting to be shown per peer (lip sync holds them back by the audio delay).
-const PENDING_KEPT: usize = 8;
-
-/// A frame for the decode worker.
-pub(crate) struct Received {
-    pub(crate) sender: ParticipantId,
-    pub(crate) name: String,
-    pub(crate) capture_time: RelayTime,
-    pub(crate) payload: Bytes,
-}
-
-pub(crate) fn decode_channel() -> (Sender<Received>, Receiver<Received>) {
-    crossbeam_channel::bounded(DECODE_BACKLOG)
+    pub(crate) fn preview(&self) -> Option<Arc<VideoFrame>> {
+        lock(&self.preview).clone()
+    }
 }
 
 /// The send thread for video.
 pub(crate) fn run_send(
     settings: VideoSettings,
     shared: Arc<Shared>,
-    commands: Receiver<VideoInput>,
-    events: Sender<CallEvent>,
+    commands: Receiver<VideoCommand>,
+    events: Events,
 ) {
     let mut input = settings.input.clone();
     let mut source: Option<Box<dyn VideoSource>> = None;
     let mut encoder = JpegEncoder::new(DEFAULT_JPEG_QUALITY).expect("the default quality is valid");
     let mut decoder = JpegDecoder::default();
     let mut adapter = VideoAdapter::new(DEFAULT_JPEG_QUALITY);
+    let mut stamper = MediaStamper::new(MediaKind::Video);
     let mut packet = Vec::new();
-    let mut seq = SeqNo(0);
     let mut first_capture: Option<Instant> = None;
     let mut frame_idx = 0u64;
     loop {
-        match commands.try_recv() {
-            Ok(new_input) => {
+        let wait = if input == VideoInput::None || !shared.transport.is_connected() {
+            Duration::from_millis(20)
+        } else {
+            Duration::ZERO
+        };
+        match commands.recv_timeout(wait) {
+            Ok(VideoCommand::Input(new_input)) => {
                 input = new_input;
                 source = None;
                 first_capture = None;
+                stamper.restart();
+                continue;
             }
-            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
-            Err(crossbeam_channel::TryRecvError::Empty) => {}
+            Ok(VideoCommand::Leave) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                shared.set_camera(false);
+                return;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         if input == VideoInput::None || !shared.transport.is_connected() {
             shared.set_camera(false);
-            std::thread::sleep(Duration::from_millis(20));
             continue;
         }
         if source.is_none() {
@@ -123,7 +124,7 @@ pub(crate) fn run_send(
                     shared.set_camera(true);
                 }
                 Err(error) => {
-                    let _ = events.send(CallEvent::DeviceProblem { error, fallback: "no video".into() });
+                    events.send(CallEvent::VideoStopped { error });
                     input = VideoInput::None;
                     continue;
                 }
@@ -133,8 +134,7 @@ pub(crate) fn run_send(
         let captured = match video.next_frame() {
             Ok(captured) => captured,
             Err(error) => {
-                let _ = events
-                    .send(CallEvent::DeviceProblem { error: error.to_string(), fallback: "no video".into() });
+                events.send(CallEvent::VideoStopped { error: error.to_string() });
                 input = VideoInput::None;
                 source = None;
                 continue;
@@ -179,28 +179,17 @@ pub(crate) fn run_send(
                 warn!(%error, "could not encode a video frame");
                 continue;
             }
-            *lock(&shared.preview) = Some(Arc::new(frame));
+            *lock(&shared.video.preview) = Some(Arc::new(frame));
         }
         let Some(capture_time) = shared.transport.relay_time(captured.captured_at) else { continue };
         let first = *first_capture.get_or_insert(captured.captured_at);
-        let ticks = captured.captured_at.saturating_duration_since(first).as_micros() * 90 / 1000;
-        let header = MediaHeader {
-            kind: MediaKind::Video,
-            flags: if seq.0 == 0 {
-                MediaFlags::default().with(MediaFlags::RESTART)
-            } else {
-                MediaFlags::default()
-            },
-            sender: ParticipantId(0),
-            seq,
-            timestamp: MediaTimestamp(ticks as u32),
-            capture_time,
-        };
-        shared.transport.send_media(&header, &packet);
-        seq = seq.next();
-        let mut stats = lock(&shared.stats);
-        stats.video_frames_sent += 1;
-        stats.video_bytes_sent += packet.len() as u64;
+        let ticks = captured.captured_at.saturating_duration_since(first).as_micros() as u64 * 90 / 1000;
+        let header = stamper.stamp(ticks, capture_time);
+        if !shared.transport.send_media(&header, &packet) {
+            continue;
+        }
+        shared.board.video_frames_sent.fetch_add(1, Relaxed);
+        shared.board.video_bytes_sent.fetch_add(packet.len() as u64, Relaxed);
     }
 }
 
@@ -218,66 +207,83 @@ fn open_source(input: &VideoInput, settings: &VideoSettings) -> Result<Box<dyn V
     }
 }
 
-/// The decode worker: one thread for every peer's video.
-pub(crate) fn run_decode(shared: Arc<Shared>, frames: Receiver<Received>) {
+/// The decode worker: one thread for every peer's video, fed straight by the connection.
+pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Option<PathBuf>) {
+    let frames = shared.transport.video().clone();
     let mut decoder = JpegDecoder::default();
-    for received in frames {
-        let decoded = decoder.decode(&received.payload);
-        let now = Instant::now();
-        let mut stats = lock(&shared.stats);
-        let Some(peer) = stats.peer_mut(received.sender) else { continue };
-        peer.video_bytes_received += received.payload.len() as u64;
-        let frame = match decoded {
-            Ok(frame) => frame,
-            Err(error) => {
-                // A bad frame from a peer costs that frame, never the call.
-                peer.video_decode_errors += 1;
-                tracing::debug!(%error, peer = %received.sender, "dropped a video frame");
-                continue;
-            }
-        };
-        peer.video_frames_received += 1;
-        peer.video_first_at.get_or_insert(now);
-        peer.video_last_at = Some(now);
-        (peer.video_width, peer.video_height) = (frame.width, frame.height);
-        let glass_to_glass = shared
-            .transport
-            .relay_time(now)
-            .map(|relay_now| relay_now.saturating_since(received.capture_time));
-        if let Some(delay) = glass_to_glass {
-            peer.glass_to_glass_ms.push(delay.as_secs_f32() * 1000.0);
+    let mut part = VideoPart::default();
+    // The last JPEG received from each peer, as received, for `--record`.
+    let mut last_jpegs: HashMap<ParticipantId, Bytes> = HashMap::new();
+    let mut published = Instant::now();
+    loop {
+        select! {
+            recv(stop) -> _ => break,
+            recv(frames) -> received => match received {
+                Ok(received) => decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received),
+                Err(_) => break,
+            },
+            default(PUBLISH_EVERY) => {}
         }
-        // Lip sync: hold the frame until the audio captured with it is heard.
-        let audio_delay = peer.mouth_to_ear_ms.last().map(|ms| Duration::from_secs_f32(ms.max(0.0) / 1000.0));
-        let hold = match (audio_delay, glass_to_glass) {
-            (Some(audio), Some(video)) => audio.saturating_sub(video),
-            _ => Duration::ZERO,
-        };
-        drop(stats);
-        let mut videos = lock(&shared.video);
-        let peer_video = videos.entry(received.sender).or_default();
-        peer_video.name = received.name;
-        peer_video.last_jpeg = Some(received.payload);
-        if peer_video.pending.len() == PENDING_KEPT {
-            let _shown_late_because_audio_is_far_behind = peer_video.pending.pop_front();
+        if published.elapsed() >= PUBLISH_EVERY {
+            published = Instant::now();
+            shared.board.publish_video(&part);
         }
-        peer_video.pending.push_back(Pending { show_at: now + hold, frame: Arc::new(frame) });
+    }
+    shared.board.publish_video(&part);
+    if let Some(dir) = record_dir {
+        write_last_frames(&shared, &dir, &last_jpegs);
     }
 }
 
-/// The newest frame of `peer` that is due now.
-pub(crate) fn current_frame(shared: &Shared, peer: ParticipantId) -> Option<Arc<VideoFrame>> {
-    lock(&shared.video).get_mut(&peer).and_then(|video| video.current(Instant::now()))
+fn decode(
+    shared: &Shared,
+    decoder: &mut JpegDecoder,
+    part: &mut VideoPart,
+    last_jpegs: &mut HashMap<ParticipantId, Bytes>,
+    received: ReceivedMedia,
+) {
+    let sender = received.header.sender;
+    let decoded = decoder.decode(&received.payload);
+    let now = Instant::now();
+    let stats = part.peers.entry(sender).or_default();
+    stats.bytes += received.payload.len() as u64;
+    let frame = match decoded {
+        Ok(frame) => frame,
+        Err(error) => {
+            // A bad frame from a peer costs that frame, never the call.
+            stats.decode_errors += 1;
+            tracing::debug!(%error, peer = %sender, "dropped a video frame");
+            return;
+        }
+    };
+    stats.frames += 1;
+    stats.first_at.get_or_insert(now);
+    stats.last_at = Some(now);
+    (stats.width, stats.height) = (frame.width, frame.height);
+    let glass_to_glass = shared
+        .transport
+        .relay_time(now)
+        .map(|relay_now| relay_now.saturating_since(received.header.capture_time));
+    if let Some(delay) = glass_to_glass {
+        stats.glass_to_glass.record(delay);
+    }
+    last_jpegs.insert(sender, received.payload);
+    let audio_delay = shared.board.mouth_to_ear(sender);
+    lock(&shared.video.peers).entry(sender).or_default().handle_frame(
+        now,
+        Arc::new(frame),
+        glass_to_glass,
+        audio_delay,
+    );
 }
 
 /// Writes `<dir>/<peer name>.jpg` for every peer that sent video: the last frame received.
-pub(crate) fn write_last_frames(shared: &Shared, dir: &std::path::Path) {
-    for video in lock(&shared.video).values() {
-        if let Some(jpeg) = &video.last_jpeg {
-            let path = dir.join(format!("{}.jpg", crate::file_name(&video.name)));
-            if let Err(error) = std::fs::write(&path, jpeg) {
-                warn!(%error, path = %path.display(), "cannot write the last video frame");
-            }
+fn write_last_frames(shared: &Shared, dir: &std::path::Path, last_jpegs: &HashMap<ParticipantId, Bytes>) {
+    for (peer, jpeg) in last_jpegs {
+        let name = shared.board.name(*peer).unwrap_or_else(|| peer.to_string());
+        let path = dir.join(format!("{}.jpg", file_name(&name)));
+        if let Err(error) = std::fs::write(&path, jpeg) {
+            warn!(%error, path = %path.display(), "cannot write the last video frame");
         }
     }
 }

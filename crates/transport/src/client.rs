@@ -4,29 +4,36 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chinwag_proto::{
-    ClientMessage, HEADER_LEN, Join, MediaHeader, MediaKind, ParticipantId, Peer, PeerState, ServerMessage,
-    StateUpdate, parse_server_message,
+    ClientMessage, ErrorCode, HEADER_LEN, Join, MediaHeader, MediaKind, ParticipantId, Peer, PeerState,
+    ServerMessage, StateUpdate, parse_server_message,
 };
-use crossbeam_channel::{Receiver, Sender};
+use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info};
 
 use crate::{RelayClock, TransportError, server_url};
 
-/// Audio frames kept for sending while the socket is busy: half a second at 20 ms frames.
-/// Older ones are dropped: late audio is worse than none.
-const AUDIO_QUEUE_FRAMES: usize = 25;
-/// Media events waiting for the caller beyond which new media is dropped.
+/// What may wait to be sent while the socket is busy. Audio older than half a second is
+/// dropped (late audio is worse than none); one video frame waits at a time.
+const QUEUE_LIMITS: QueueLimits =
+    QueueLimits { audio_bytes: 64 << 10, audio_max_age: Duration::from_millis(500), video_bytes: 4 << 20 };
+/// Audio and control events waiting for the caller beyond which new audio is dropped.
 const EVENT_BACKLOG: usize = 2000;
+/// Video frames waiting for the decoder beyond which new ones are dropped.
+const VIDEO_BACKLOG: usize = 8;
+/// How long the TCP connection, TLS and the WebSocket upgrade may take together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long leaving waits for the last queued messages and the goodbye to go out.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// How long the relay has to answer `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,11 +48,25 @@ pub struct TransportConfig {
     /// A PEM file with extra CA certificates to trust for `wss://`, besides the system's.
     pub ca_file: Option<PathBuf>,
     pub ping_interval: Duration,
-    /// Keep trying when the very first connection fails (an app waiting for its relay),
-    /// rather than reporting [`TransportEvent::Failed`] (a bot that should exit).
+    /// Keep trying when the very first connection fails for a reason that may pass (a relay
+    /// still starting, a timeout), rather than reporting [`TransportEvent::Failed`]. A name
+    /// that does not resolve or a refused connection fails the first attempt either way.
     pub retry_first_connect: bool,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Run first on the connection thread: a caller can raise its priority, since audio
+    /// arrives through it.
+    pub thread_setup: Option<ThreadSetup>,
+}
+
+/// Something to run at the start of the connection thread.
+#[derive(Clone)]
+pub struct ThreadSetup(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ThreadSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadSetup")
+    }
 }
 
 impl TransportConfig {
@@ -60,6 +81,7 @@ impl TransportConfig {
             retry_first_connect: false,
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
+            thread_setup: None,
         }
     }
 }
@@ -78,12 +100,8 @@ pub enum TransportEvent {
     PeerJoined(Peer),
     PeerLeft(ParticipantId),
     PeerState(PeerState),
-    /// A media frame from a peer, with the local instant it arrived.
-    Media {
-        header: MediaHeader,
-        payload: Bytes,
-        arrived: Instant,
-    },
+    /// An audio frame from a peer. Video arrives apart, through [`Transport::video`].
+    Audio(ReceivedMedia),
     /// A ping was answered after `rtt`.
     Rtt(Duration),
     /// The connection dropped or could not be made; the next attempt follows in `retry_in`.
@@ -97,52 +115,49 @@ pub enum TransportEvent {
     Left,
 }
 
-/// Counters of what the send path dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TransportStats {
-    pub audio_dropped: u64,
-    pub video_replaced: u64,
-    pub media_received_dropped: u64,
+/// A media frame from a peer, with the local instant it arrived.
+#[derive(Debug, Clone)]
+pub struct ReceivedMedia {
+    pub header: MediaHeader,
+    pub payload: Bytes,
+    pub arrived: Instant,
 }
 
-/// A handle to one participant's connection. Dropping it leaves the room.
+/// Counters of what the connection dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Audio that waited too long in the send queue (the socket was behind).
+    pub audio_dropped: u64,
+    /// Video frames replaced by a newer one before they went out.
+    pub video_replaced: u64,
+    /// Audio received while the caller was too far behind to take it.
+    pub audio_received_dropped: u64,
+    /// Video received while the decoder was too far behind to take it.
+    pub video_received_dropped: u64,
+    /// Bytes the socket accepted since the transport started.
+    pub bytes_sent: u64,
+}
+
+/// A handle to one participant's connection. Dropping it leaves the room without waiting.
 pub struct Transport {
     shared: Arc<Shared>,
     events: Receiver<TransportEvent>,
-    thread: Option<JoinHandle<()>>,
+    video: Receiver<ReceivedMedia>,
+    /// Disconnects (never sends) when the connection thread ends.
+    finished: Receiver<()>,
 }
 
 struct Shared {
-    outbox: Mutex<Outbox>,
+    queue: Mutex<MediaQueue<()>>,
+    /// The last state sent, repeated after every rejoin.
+    state: Mutex<Option<StateUpdate>>,
     wake: Notify,
     clock: Mutex<RelayClock>,
-    leaving: AtomicBool,
+    leaving: watch::Sender<bool>,
     connected: AtomicBool,
-    audio_dropped: AtomicU64,
-    video_replaced: AtomicU64,
-    media_received_dropped: AtomicU64,
-}
-
-#[derive(Default)]
-struct Outbox {
-    control: VecDeque<String>,
-    audio: VecDeque<Vec<u8>>,
-    video: Option<Vec<u8>>,
-    /// The last state sent, repeated after every rejoin.
-    state: Option<StateUpdate>,
-}
-
-impl Outbox {
-    /// Everything waiting, in the order it should go out: control, then audio oldest first,
-    /// then the one newest video frame. Audio queued while that video frame is being written
-    /// goes out first in the next batch.
-    fn take_batch(&mut self) -> Vec<Message> {
-        let mut batch = Vec::with_capacity(self.control.len() + self.audio.len() + 1);
-        batch.extend(self.control.drain(..).map(Message::text));
-        batch.extend(self.audio.drain(..).map(Message::binary));
-        batch.extend(self.video.take().map(Message::binary));
-        batch
-    }
+    audio_received_dropped: AtomicU64,
+    video_received_dropped: AtomicU64,
+    bytes_sent: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,70 +171,79 @@ impl Transport {
         let url = server_url(&config.server)?;
         let connector = tls_connector(&url, config.ca_file.as_ref())?;
         let shared = Arc::new(Shared {
-            outbox: Mutex::new(Outbox::default()),
+            queue: Mutex::new(MediaQueue::new(QUEUE_LIMITS, AudioPolicy::DropOldest)),
+            state: Mutex::new(None),
             wake: Notify::new(),
             clock: Mutex::new(RelayClock::new(Instant::now())),
-            leaving: AtomicBool::new(false),
+            leaving: watch::Sender::new(false),
             connected: AtomicBool::new(false),
-            audio_dropped: AtomicU64::new(0),
-            video_replaced: AtomicU64::new(0),
-            media_received_dropped: AtomicU64::new(0),
+            audio_received_dropped: AtomicU64::new(0),
+            video_received_dropped: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
         });
         let (events_tx, events) = crossbeam_channel::unbounded();
+        let (video_tx, video) = crossbeam_channel::bounded(VIDEO_BACKLOG);
+        let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("chinwag-net".into())
             .spawn(move || {
+                let _finished = finished_tx;
+                if let Some(setup) = &config.thread_setup {
+                    (setup.0)();
+                }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("a current-thread runtime with IO and timers builds on every supported platform");
-                runtime.block_on(run(config, url, connector, thread_shared, events_tx));
+                let routes = Routes { events: events_tx, video: video_tx };
+                runtime.block_on(run(config, url, connector, &thread_shared, &routes));
             })
             .expect("the OS lets us start a thread");
-        Ok(Transport { shared, events, thread: Some(thread) })
+        Ok(Transport { shared, events, video, finished })
     }
 
-    /// Everything that happens on the connection, in order.
+    /// Everything that happens on the connection, in order, but video.
     pub fn events(&self) -> &Receiver<TransportEvent> {
         &self.events
     }
 
-    /// Queues a media frame. `header.sender` is ignored (the relay writes it). Audio waits in
-    /// a short queue; a video frame replaces one not yet sent. Nothing is queued while
-    /// disconnected: stale media is worse than none.
-    pub fn send_media(&self, header: &MediaHeader, payload: &[u8]) {
+    /// Video frames from peers, for the decoder; when it falls behind, new frames are dropped.
+    pub fn video(&self) -> &Receiver<ReceivedMedia> {
+        &self.video
+    }
+
+    /// Queues a media frame; returns whether it was queued. `header.sender` is ignored (the
+    /// relay writes it). Audio waits in a short queue; a video frame replaces one not yet
+    /// sent. Nothing is queued while disconnected: stale media is worse than none.
+    pub fn send_media(&self, header: &MediaHeader, payload: &[u8]) -> bool {
         if !self.shared.connected.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
-        let frame = chinwag_proto::encode_frame(header, payload);
-        let mut outbox = lock(&self.shared.outbox);
-        match header.kind {
-            MediaKind::Audio => {
-                if outbox.audio.len() >= AUDIO_QUEUE_FRAMES {
-                    let _dropped_because_socket_is_behind = outbox.audio.pop_front();
-                    self.shared.audio_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                outbox.audio.push_back(frame);
+        let frame = Bytes::from(chinwag_proto::encode_frame(header, payload));
+        let now = Instant::now();
+        let pushed = {
+            let mut queue = lock(&self.shared.queue);
+            match header.kind {
+                MediaKind::Audio => queue.push_audio(now, (), frame),
+                MediaKind::Video => queue.push_video(now, (), frame),
             }
-            MediaKind::Video => {
-                if outbox.video.replace(frame).is_some() {
-                    self.shared.video_replaced.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        };
+        let queued = !matches!(pushed, Pushed::DroppedOversized | Pushed::DroppedVideoOverBudget);
+        if queued {
+            self.shared.wake.notify_one();
         }
-        drop(outbox);
-        self.shared.wake.notify_one();
+        queued
     }
 
     /// Tells the room about this participant's microphone and camera; repeated after rejoins.
     pub fn set_state(&self, muted: bool, camera: bool) {
         let update = StateUpdate { muted, camera };
-        let mut outbox = lock(&self.shared.outbox);
-        outbox.state = Some(update);
-        outbox.control.push_back(ClientMessage::State(update).to_json());
-        drop(outbox);
-        self.shared.wake.notify_one();
+        *lock(&self.shared.state) = Some(update);
+        if self.shared.connected.load(Ordering::Relaxed) {
+            lock(&self.shared.queue).push_control(ClientMessage::State(update).to_json());
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The relay clock at local instant `at`, once known.
@@ -236,26 +260,35 @@ impl Transport {
     }
 
     pub fn stats(&self) -> TransportStats {
+        let drops = lock(&self.shared.queue).drops();
         TransportStats {
-            audio_dropped: self.shared.audio_dropped.load(Ordering::Relaxed),
-            video_replaced: self.shared.video_replaced.load(Ordering::Relaxed),
-            media_received_dropped: self.shared.media_received_dropped.load(Ordering::Relaxed),
+            audio_dropped: drops.audio_stale + drops.audio_overflow,
+            video_replaced: drops.video_superseded,
+            audio_received_dropped: self.shared.audio_received_dropped.load(Ordering::Relaxed),
+            video_received_dropped: self.shared.video_received_dropped.load(Ordering::Relaxed),
+            bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),
         }
     }
 
-    /// Closes the connection and stops reconnecting; [`TransportEvent::Left`] follows.
+    /// Closes the connection and stops reconnecting, wherever the connection thread is
+    /// (dialling, joining, waiting to retry, in a call); [`TransportEvent::Left`] follows.
+    /// Never waits.
     pub fn leave(&self) {
-        self.shared.leaving.store(true, Ordering::Relaxed);
+        self.shared.leaving.send_replace(true);
         self.shared.wake.notify_one();
+    }
+
+    /// Waits up to `within` for the connection thread to end after [`Transport::leave`];
+    /// returns whether it did.
+    pub fn wait_finished(&self, within: Duration) -> bool {
+        matches!(self.finished.recv_timeout(within), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
     }
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
+        // The thread ends by itself; nothing here waits for it.
         self.leave();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -288,44 +321,61 @@ fn tls_connector(url: &str, ca_file: Option<&PathBuf>) -> Result<Option<Connecto
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Where the connection thread delivers what it receives.
+struct Routes {
+    events: Sender<TransportEvent>,
+    video: Sender<ReceivedMedia>,
+}
+
 /// How a session with the relay ended.
 enum Ending {
     Left,
     Dropped(TransportError),
 }
 
+/// Resolves when [`Transport::leave`] has been called.
+async fn left(shared: &Shared) {
+    let mut leaving = shared.leaving.subscribe();
+    let _ = leaving.wait_for(|leaving| *leaving).await;
+}
+
 async fn run(
     config: TransportConfig,
     url: String,
     connector: Option<Connector>,
-    shared: Arc<Shared>,
-    events: Sender<TransportEvent>,
+    shared: &Shared,
+    routes: &Routes,
 ) {
     let mut joined_before = false;
     let mut attempt = 0u32;
     loop {
-        if shared.leaving.load(Ordering::Relaxed) {
-            break;
-        }
-        let error = match connect_and_join(&config, &url, connector.clone(), &shared).await {
+        let attempt_result = tokio::select! {
+            biased;
+            () = left(shared) => break,
+            result = connect_and_join(&config, &url, connector.clone(), shared) => result,
+        };
+        let error = match attempt_result {
             Ok((socket, welcome)) => {
                 attempt = 0;
                 info!(room = %welcome.room, id = %welcome.id, "joined");
+                {
+                    let mut queue = lock(&shared.queue);
+                    queue.clear();
+                    if let Some(state) = *lock(&shared.state) {
+                        queue.push_control(ClientMessage::State(state).to_json());
+                    }
+                }
                 shared.connected.store(true, Ordering::Relaxed);
-                let _ = events.send(TransportEvent::Joined {
+                let _ = routes.events.send(TransportEvent::Joined {
                     id: welcome.id,
                     room: welcome.room,
                     peers: welcome.peers,
                     rejoined: joined_before,
                 });
                 joined_before = true;
-                let ending = session(socket, &config, &url, &shared, &events).await;
+                let ending = session(socket, &config, &url, shared, routes).await;
                 shared.connected.store(false, Ordering::Relaxed);
-                let mut outbox = lock(&shared.outbox);
-                outbox.audio.clear();
-                outbox.video = None;
-                outbox.control.clear();
-                drop(outbox);
+                lock(&shared.queue).clear();
                 match ending {
                     Ending::Left => break,
                     Ending::Dropped(error) => error,
@@ -333,20 +383,24 @@ async fn run(
             }
             Err(error) => error,
         };
-        if error.is_permanent() || (!joined_before && !config.retry_first_connect) {
-            let _ = events.send(TransportEvent::Failed(error));
+        let first_attempt_failed_for_good = !joined_before && error.fails_first_attempt();
+        if error.is_permanent()
+            || first_attempt_failed_for_good
+            || (!joined_before && !config.retry_first_connect)
+        {
+            let _ = routes.events.send(TransportEvent::Failed(error));
             return;
         }
         let retry_in = backoff(&config, attempt);
         attempt = attempt.saturating_add(1);
         debug!(%error, ?retry_in, "disconnected");
-        let _ = events.send(TransportEvent::Disconnected { error, retry_in });
-        let deadline = tokio::time::Instant::now() + retry_in;
-        while !shared.leaving.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, shared.wake.notified()).await;
+        let _ = routes.events.send(TransportEvent::Disconnected { error, retry_in });
+        tokio::select! {
+            () = left(shared) => break,
+            () = tokio::time::sleep(retry_in) => {}
         }
     }
-    let _ = events.send(TransportEvent::Left);
+    let _ = routes.events.send(TransportEvent::Left);
 }
 
 /// Exponential backoff with a little spread, so that many clients of one restarted relay do
@@ -358,15 +412,65 @@ fn backoff(config: &TransportConfig, attempt: u32) -> Duration {
     base.mul_f64(0.9 + spread)
 }
 
+/// `host` and `port` of a `ws[s]://host:port/v1` URL made by [`server_url`].
+fn host_and_port(url: &str) -> (&str, u16) {
+    let authority = url.split("://").nth(1).unwrap_or(url);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port.parse().unwrap_or(0)),
+        None => (authority, chinwag_proto::DEFAULT_PORT),
+    }
+}
+
+/// Resolves the relay's name and opens a TCP connection to the first address that answers.
+async fn dial(url: &str) -> Result<TcpStream, TransportError> {
+    let (host, port) = host_and_port(url);
+    let addresses: Vec<_> = match tokio::net::lookup_host((host, port)).await {
+        Ok(addresses) => addresses.collect(),
+        Err(error) => {
+            let reason = error.to_string();
+            // No DNS server answered: the network is down, not the name wrong.
+            if reason.contains("Temporary failure") {
+                let reason = format!("cannot look up {host}; is the network up?");
+                return Err(TransportError::Unreachable { url: url.to_owned(), reason });
+            }
+            return Err(TransportError::UnknownHost { host: host.to_owned(), reason });
+        }
+    };
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(match last_error {
+        Some(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportError::ConnectionRefused { url: url.to_owned() }
+        }
+        Some(error) => TransportError::Unreachable { url: url.to_owned(), reason: error.to_string() },
+        None => TransportError::UnknownHost { host: host.to_owned(), reason: "it has no address".into() },
+    })
+}
+
 async fn connect_and_join(
     config: &TransportConfig,
     url: &str,
     connector: Option<Connector>,
     shared: &Shared,
 ) -> Result<(Socket, chinwag_proto::Welcome), TransportError> {
-    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
-        .await
-        .map_err(|error| connect_error(url, error))?;
+    let connect = async {
+        let stream = dial(url).await?;
+        tokio_tungstenite::client_async_tls_with_config(url, stream, None, connector)
+            .await
+            .map_err(|error| connect_error(url, error))
+    };
+    let (mut socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| {
+        TransportError::Unreachable { url: url.to_owned(), reason: "no answer within 10 s".into() }
+    })??;
     let join = ClientMessage::Join(Join {
         version: u64::from(chinwag_proto::PROTOCOL_VERSION),
         room: config.room.clone(),
@@ -383,8 +487,12 @@ async fn connect_and_join(
             Ok(Some(Err(error))) => return Err(lost(error.to_string())),
             Ok(Some(Ok(message))) => message,
         };
-        let Message::Text(text) = message else { continue };
-        match parse_server_message(&text) {
+        let message = match message {
+            Message::Text(text) => text,
+            Message::Close(frame) => return Err(closed_by_relay(url, frame.as_ref())),
+            _ => continue,
+        };
+        match parse_server_message(&message) {
             Ok(ServerMessage::Welcome(welcome)) => {
                 let mut clock = lock(&shared.clock);
                 clock.reset();
@@ -417,10 +525,28 @@ fn connect_error(url: &str, error: tungstenite::Error) -> TransportError {
                 }
                 _ => error.to_string(),
             };
-            TransportError::Unreachable { url, reason }
+            TransportError::Lost { url, reason }
         }
         tungstenite::Error::Url(error) => TransportError::Unreachable { url, reason: error.to_string() },
         other => TransportError::NotARelay { url, reason: other.to_string() },
+    }
+}
+
+/// What a close frame from the relay means: its code names the reason even when the `error`
+/// message before it was lost.
+fn closed_by_relay(url: &str, frame: Option<&tungstenite::protocol::CloseFrame>) -> TransportError {
+    use chinwag_proto::close_code;
+    let code = frame.map(|frame| u16::from(frame.code));
+    let reason = frame.map(|frame| frame.reason.to_string()).filter(|reason| !reason.is_empty());
+    match code {
+        Some(close_code::GOING_AWAY) => TransportError::Refused {
+            code: ErrorCode::ShuttingDown,
+            message: reason.unwrap_or_else(|| "the relay is shutting down".into()),
+        },
+        _ => TransportError::Lost {
+            url: url.to_owned(),
+            reason: reason.unwrap_or_else(|| "the relay closed the connection".into()),
+        },
     }
 }
 
@@ -430,142 +556,148 @@ async fn session(
     config: &TransportConfig,
     url: &str,
     shared: &Shared,
-    events: &Sender<TransportEvent>,
+    routes: &Routes,
 ) -> Ending {
     let (mut sink, mut stream) = socket.split();
     let pings: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
     let lost = |reason: String| TransportError::Lost { url: url.to_owned(), reason };
-    if let Some(state) = lock(&shared.outbox).state {
-        lock(&shared.outbox).control.push_front(ClientMessage::State(state).to_json());
-    }
     let base = Instant::now();
-    let reader = async {
-        while let Some(message) = stream.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => return lost(error.to_string()),
-            };
-            match message {
-                Message::Binary(frame) => {
-                    let arrived = Instant::now();
-                    let Ok((header, _)) = MediaHeader::decode(&frame) else {
-                        debug!("dropped a malformed media frame");
-                        continue;
-                    };
-                    if events.len() > EVENT_BACKLOG {
-                        shared.media_received_dropped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let payload = frame.slice(HEADER_LEN..);
-                    let _ = events.send(TransportEvent::Media { header, payload, arrived });
-                }
-                Message::Text(text) => match parse_server_message(&text) {
-                    Ok(ServerMessage::PeerJoined { peer }) => {
-                        let _ = events.send(TransportEvent::PeerJoined(peer));
-                    }
-                    Ok(ServerMessage::PeerLeft { id }) => {
-                        let _ = events.send(TransportEvent::PeerLeft(id));
-                    }
-                    Ok(ServerMessage::PeerState(state)) => {
-                        let _ = events.send(TransportEvent::PeerState(state));
-                    }
-                    Ok(ServerMessage::Pong { client_time_us, server_time_us }) => {
-                        let received = Instant::now();
-                        let sent = {
-                            let mut pings = lock(&pings);
-                            while pings.front().is_some_and(|(id, _)| *id < client_time_us) {
-                                pings.pop_front();
-                            }
-                            pings.pop_front().filter(|(id, _)| *id == client_time_us).map(|(_, at)| at)
+    let ending = {
+        let reader = async {
+            while let Some(message) = stream.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => return lost(error.to_string()),
+                };
+                match message {
+                    Message::Binary(frame) => {
+                        let arrived = Instant::now();
+                        let Ok((header, _)) = MediaHeader::decode(&frame) else {
+                            debug!("dropped a malformed media frame");
+                            continue;
                         };
-                        if let Some(sent) = sent {
-                            lock(&shared.clock).handle_pong(sent, received, server_time_us);
-                            let _ = events.send(TransportEvent::Rtt(received - sent));
+                        let media = ReceivedMedia { header, payload: frame.slice(HEADER_LEN..), arrived };
+                        match header.kind {
+                            MediaKind::Audio if routes.events.len() > EVENT_BACKLOG => {
+                                shared.audio_received_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            MediaKind::Audio => {
+                                let _ = routes.events.send(TransportEvent::Audio(media));
+                            }
+                            MediaKind::Video => {
+                                if let Err(TrySendError::Full(_)) = routes.video.try_send(media) {
+                                    shared.video_received_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                         }
                     }
-                    Ok(ServerMessage::Error(error)) => {
-                        return TransportError::Refused { code: error.code, message: error.message };
-                    }
-                    Ok(ServerMessage::Welcome(_)) => {}
-                    Err(error) => debug!(%error, "ignored a control message"),
-                },
-                Message::Close(frame) => {
-                    let reason = frame.map_or_else(
-                        || "closed by the relay".to_owned(),
-                        |f| format!("closed: {}", f.reason),
-                    );
-                    return lost(reason);
-                }
-                _ => {}
-            }
-        }
-        lost("the relay closed the connection".into())
-    };
-    let writer = async {
-        let mut ping_timer = tokio::time::interval(config.ping_interval);
-        ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if shared.leaving.load(Ordering::Relaxed) {
-                let _ = sink.send(Message::Close(None)).await;
-                return None;
-            }
-            let batch = lock(&shared.outbox).take_batch();
-            if batch.is_empty() {
-                tokio::select! {
-                    () = shared.wake.notified() => continue,
-                    _ = ping_timer.tick() => {
-                        let sent = Instant::now();
-                        let client_time_us = sent.duration_since(base).as_micros() as u64;
-                        lock(&pings).push_back((client_time_us, sent));
-                        let ping = ClientMessage::Ping { client_time_us }.to_json();
-                        if let Err(error) = sink.send(Message::text(ping)).await {
-                            return Some(lost(error.to_string()));
+                    Message::Text(text) => match parse_server_message(&text) {
+                        Ok(ServerMessage::PeerJoined { peer }) => {
+                            let _ = routes.events.send(TransportEvent::PeerJoined(peer));
                         }
-                        continue;
+                        Ok(ServerMessage::PeerLeft { id }) => {
+                            let _ = routes.events.send(TransportEvent::PeerLeft(id));
+                        }
+                        Ok(ServerMessage::PeerState(state)) => {
+                            let _ = routes.events.send(TransportEvent::PeerState(state));
+                        }
+                        Ok(ServerMessage::Pong { client_time_us, server_time_us }) => {
+                            let received = Instant::now();
+                            let sent = {
+                                let mut pings = lock(&pings);
+                                while pings.front().is_some_and(|(id, _)| *id < client_time_us) {
+                                    pings.pop_front();
+                                }
+                                pings.pop_front().filter(|(id, _)| *id == client_time_us).map(|(_, at)| at)
+                            };
+                            if let Some(sent) = sent {
+                                lock(&shared.clock).handle_pong(sent, received, server_time_us);
+                                let _ = routes.events.send(TransportEvent::Rtt(received - sent));
+                            }
+                        }
+                        Ok(ServerMessage::Error(error)) => {
+                            // The relay says why before it closes: keep its words.
+                            return TransportError::Refused { code: error.code, message: error.message };
+                        }
+                        Ok(ServerMessage::Welcome(_)) => {}
+                        Err(error) => debug!(%error, "ignored a control message"),
+                    },
+                    Message::Close(frame) => return closed_by_relay(url, frame.as_ref()),
+                    _ => {}
+                }
+            }
+            lost("the relay closed the connection".into())
+        };
+        let writer = async {
+            let mut ping_timer = tokio::time::interval(config.ping_interval);
+            ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                // Leaving is noticed between messages, never in the middle of one: a message
+                // taken from the queue is always written.
+                if *shared.leaving.borrow() {
+                    return Ending::Left;
+                }
+                // One message at a time, most urgent first: audio queued while a video frame was
+                // being written goes before the next video frame.
+                let next = lock(&shared.queue).poll_next();
+                let message = match next {
+                    Some(Next::Control(text)) => Message::text(text),
+                    Some(Next::Media(queued)) => Message::Binary(queued.frame),
+                    None => {
+                        tokio::select! {
+                            () = shared.wake.notified() => continue,
+                            () = left(shared) => return Ending::Left,
+                            _ = ping_timer.tick() => {
+                                let sent = Instant::now();
+                                let client_time_us = sent.duration_since(base).as_micros() as u64;
+                                lock(&pings).push_back((client_time_us, sent));
+                                Message::text(ClientMessage::Ping { client_time_us }.to_json())
+                            }
+                        }
                     }
+                };
+                let len = message.len() as u64;
+                if let Err(error) = sink.send(message).await {
+                    return Ending::Dropped(lost(error.to_string()));
                 }
+                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
-            let sent = async {
-                for message in batch {
-                    sink.feed(message).await?;
-                }
-                sink.flush().await
-            };
-            if let Err(error) = sent.await {
-                return Some(lost(error.to_string()));
-            }
+        };
+        // A writer stuck on a socket that takes nothing is given up a moment after leaving.
+        let stuck = async {
+            left(shared).await;
+            tokio::time::sleep(LEAVE_GRACE).await;
+        };
+        tokio::select! {
+            biased;
+            ending = writer => ending,
+            error = reader => Ending::Dropped(error),
+            () = stuck => Ending::Left,
         }
     };
-    tokio::select! {
-        error = reader => Ending::Dropped(error),
-        ended = writer => match ended {
-            None => Ending::Left,
-            Some(error) => Ending::Dropped(error),
-        },
+    if matches!(ending, Ending::Left) {
+        // The last words queued go out, then a goodbye so that the others see us leave at
+        // once; never wait long for either.
+        let goodbye = async {
+            loop {
+                let next = lock(&shared.queue).poll_urgent();
+                let message = match next {
+                    Some(Next::Control(text)) => Message::text(text),
+                    Some(Next::Media(queued)) => Message::Binary(queued.frame),
+                    None => break,
+                };
+                sink.feed(message).await?;
+            }
+            sink.send(Message::Close(None)).await
+        };
+        let _ = tokio::time::timeout(LEAVE_GRACE, goodbye).await;
     }
+    ending
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_put_control_then_audio_then_video() {
-        let mut outbox = Outbox { video: Some(vec![2; 1000]), ..Outbox::default() };
-        outbox.audio.extend([vec![1, 0], vec![1, 1]]);
-        outbox.control.push_back("{}".into());
-        let kinds: Vec<String> = outbox
-            .take_batch()
-            .into_iter()
-            .map(|message| match message {
-                Message::Text(text) => format!("control {text}"),
-                Message::Binary(bytes) => format!("media {}", bytes[0]),
-                other => format!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(kinds, ["control {}", "media 1", "media 1", "media 2"]);
-        assert!(outbox.take_batch().is_empty());
-    }
 
     #[test]
     fn backoff_grows_to_its_cap() {
@@ -574,5 +706,11 @@ mod tests {
         assert!(delays[0] >= Duration::from_millis(225) && delays[0] <= Duration::from_millis(275));
         assert!(delays[1] > delays[0] && delays[2] > delays[1]);
         assert!(delays[7] <= Duration::from_millis(5500) && delays[7] >= Duration::from_millis(4500));
+    }
+
+    #[test]
+    fn host_and_port_come_out_of_relay_urls() {
+        assert_eq!(host_and_port("ws://relay.example:7300/v1"), ("relay.example", 7300));
+        assert_eq!(host_and_port("wss://[::1]:9000/v1"), ("::1", 9000));
     }
 }

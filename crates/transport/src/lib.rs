@@ -18,7 +18,7 @@ mod client;
 mod clock;
 
 pub use address::server_url;
-pub use client::{Transport, TransportConfig, TransportEvent, TransportStats};
+pub use client::{ReceivedMedia, ThreadSetup, Transport, TransportConfig, TransportEvent, TransportStats};
 pub use clock::RelayClock;
 
 use std::path::PathBuf;
@@ -33,6 +33,14 @@ pub enum TransportError {
     BadAddress { address: String, reason: &'static str },
     #[error("cannot read CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
+    /// The relay's name does not resolve: most likely a typing mistake.
+    #[error("no relay called \"{host}\" could be found: check the spelling of the address")]
+    UnknownHost { host: String, reason: String },
+    /// Something answered at the address but refused the connection: no relay listens there.
+    #[error(
+        "cannot reach relay at {url}: nothing is listening there (connection refused); check the port and that the relay is running"
+    )]
+    ConnectionRefused { url: String },
     #[error("cannot reach relay at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("TLS problem with {url}: {reason}")]
@@ -65,5 +73,13 @@ impl TransportError {
             ),
             _ => false,
         }
+    }
+
+    /// Whether a first attempt that fails this way should be reported rather than retried:
+    /// a name that does not resolve or a refused connection is a mistake to fix, not a
+    /// moment to wait out. Once a call has been up, the same errors are retried (the relay
+    /// may be restarting).
+    pub fn fails_first_attempt(&self) -> bool {
+        matches!(self, TransportError::UnknownHost { .. } | TransportError::ConnectionRefused { .. })
     }
 }

@@ -80,7 +80,7 @@ fn two_transports_join_see_each_other_exchange_media_and_learn_the_clock() {
     let mut seqs = Vec::new();
     while seqs.len() < 5 {
         let (header, payload) = wait_for(&bob, SECONDS_5, |event| match event {
-            TransportEvent::Media { header, payload, .. } => Some((header, payload)),
+            TransportEvent::Audio(media) => Some((media.header, media.payload)),
             _ => None,
         });
         assert_eq!(header.sender, ada_id);
@@ -88,6 +88,15 @@ fn two_transports_join_see_each_other_exchange_media_and_learn_the_clock() {
         seqs.push(header.seq.0);
     }
     assert_eq!(seqs, [0, 1, 2, 3, 4], "audio arrives in order");
+
+    // Video goes straight to its own line, for the decoder.
+    let video = MediaHeader { kind: MediaKind::Video, ..audio(0) };
+    ada.send_media(&video, &[7; 1000]);
+    let frame = bob.video().recv_timeout(SECONDS_5).expect("the video frame arrives");
+    assert_eq!(
+        (frame.header.kind, frame.header.sender, frame.payload.len()),
+        (MediaKind::Video, ada_id, 1000)
+    );
 
     // Pings every second measure the round trip and give a relay clock estimate.
     let rtt = wait_for(&ada, Duration::from_secs(3), |event| match event {
@@ -127,14 +136,33 @@ fn refusals_and_unreachable_relays_fail_with_a_reason() {
     assert!(error.is_permanent(), "retrying does not help a wrong password");
     assert!(error.to_string().contains("password"), "{error}");
 
+    // A refused port and a name that does not resolve fail the first attempt, even for a
+    // caller that waits for a slow relay: they are mistakes to fix, not moments to wait out.
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let nobody = Transport::start(TransportConfig::new(closed_port.to_string(), "r", "n")).unwrap();
+    let mut refused_config = TransportConfig::new(closed_port.to_string(), "r", "n");
+    refused_config.retry_first_connect = true;
+    let nobody = Transport::start(refused_config).unwrap();
     let error = wait_for(&nobody, SECONDS_5, |event| match event {
         TransportEvent::Failed(error) => Some(error),
+        TransportEvent::Disconnected { error, .. } => panic!("retried a refused port: {error}"),
         _ => None,
     });
+    assert!(matches!(error, TransportError::ConnectionRefused { .. }), "{error}");
     let text = error.to_string();
     assert!(text.starts_with(&format!("cannot reach relay at ws://{closed_port}/v1")), "{text}");
+    assert!(text.contains("nothing is listening"), "{text}");
+
+    let mut unknown_config = TransportConfig::new("no-such-relay.invalid", "r", "n");
+    unknown_config.retry_first_connect = true;
+    let unknown = Transport::start(unknown_config).unwrap();
+    let error = wait_for(&unknown, Duration::from_secs(10), |event| match event {
+        TransportEvent::Failed(error) => Some(error),
+        TransportEvent::Disconnected { error, .. } => panic!("retried a name that does not resolve: {error}"),
+        _ => None,
+    });
+    assert!(matches!(error, TransportError::UnknownHost { .. }), "{error}");
+    assert!(error.to_string().contains("no-such-relay.invalid"), "{error}");
+    assert!(!error.to_string().contains("lookup"), "no resolver jargon: {error}");
 
     let bad = Transport::start(TransportConfig::new("ftp://x", "r", "n")).err().unwrap();
     assert!(bad.to_string().contains("ws://"), "{bad}");
@@ -149,6 +177,13 @@ fn a_restarted_relay_is_rejoined_and_media_flows_again() {
     for transport in [&ada, &bob] {
         wait_for(transport, SECONDS_5, |event| matches!(event, TransportEvent::Joined { .. }).then_some(()));
     }
+    // A participant that has told the room its state (muted, camera on) repeats it after the
+    // rejoin; this once deadlocked the connection thread.
+    ada.set_state(true, true);
+    wait_for(&bob, SECONDS_5, |event| match event {
+        TransportEvent::PeerState(state) if state.muted => Some(()),
+        _ => None,
+    });
     drop(relay_process);
     for transport in [&ada, &bob] {
         wait_for(transport, SECONDS_5, |event| {
@@ -162,20 +197,69 @@ fn a_restarted_relay_is_rejoined_and_media_flows_again() {
             matches!(event, TransportEvent::Joined { rejoined: true, .. }).then_some(())
         });
     }
-    // Each may have joined before the other; wait until Bob sees Ada's audio.
+    // Each may have joined before the other; wait until Bob sees Ada's audio, and her state.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seq = 0;
+    let mut state_again = false;
     let arrived = loop {
         assert!(Instant::now() < deadline, "no audio after the restart");
         ada.send_media(&audio(seq), b"again");
         seq += 1;
-        if let Ok(TransportEvent::Media { payload, .. }) =
-            bob.events().recv_timeout(Duration::from_millis(50))
-        {
-            break payload;
+        match bob.events().recv_timeout(Duration::from_millis(50)) {
+            Ok(TransportEvent::Audio(media)) => break media.payload,
+            Ok(TransportEvent::PeerState(state)) if state.muted && state.camera => state_again = true,
+            Ok(TransportEvent::Joined { peers, .. }) => {
+                state_again |= peers.iter().any(|peer| peer.name == "Ada" && peer.muted && peer.camera);
+            }
+            Ok(TransportEvent::PeerJoined(peer)) => state_again |= peer.muted && peer.camera,
+            _ => {}
         }
     };
     assert_eq!(&arrived[..], b"again");
+    let state_deadline = Instant::now() + SECONDS_5;
+    while !state_again {
+        assert!(Instant::now() < state_deadline, "Ada's state was not repeated after the rejoin");
+        if let Ok(TransportEvent::PeerState(state)) = bob.events().recv_timeout(Duration::from_millis(50)) {
+            state_again = state.muted && state.camera;
+        }
+    }
     let took = restarted.elapsed();
     assert!(took < Duration::from_secs(8), "audio flowed again {took:?} after the restart");
+}
+
+/// A server that accepts TCP connections and never answers: a relay stuck, or a firewall that
+/// swallows everything.
+fn black_hole() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            if let Ok((stream, _)) = listener.accept() {
+                held.push(stream);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (addr, thread)
+}
+
+#[test]
+fn leaving_ends_the_connection_thread_at_once_even_while_the_relay_does_not_answer() {
+    let (addr, _server) = black_hole();
+    let mut config = TransportConfig::new(addr.to_string(), "r", "n");
+    config.retry_first_connect = true;
+    let transport = Transport::start(config).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    transport.leave();
+    assert!(transport.wait_finished(Duration::from_secs(1)), "the connection thread is still dialling");
+    wait_for(&transport, SECONDS_5, |event| matches!(event, TransportEvent::Left).then_some(()));
+    eprintln!("left {:?} after asking", asked.elapsed());
+    // Dropping never waits either.
+    let dropped = Instant::now();
+    drop(transport);
+    assert!(dropped.elapsed() < Duration::from_millis(100));
 }

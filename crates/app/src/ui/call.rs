@@ -3,7 +3,9 @@
 
 use eframe::egui::{self, Align2, Color32, FontId, Rect, Sense, Stroke, StrokeKind, pos2, vec2};
 
-use crate::backend::{CallSession, DeviceLists};
+use chinwag_engine::{DeviceLists, MAX_VOLUME};
+
+use crate::backend::CallSession;
 use crate::call::{CallState, Link, Tile, initials};
 use crate::ui::{StatsView, VideoTextures, grid_layout};
 use crate::{Action, CameraChoice, Settings};
@@ -44,8 +46,9 @@ pub fn show(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures) ->
     actions
 }
 
-/// M mutes, V toggles the camera (unless a text field has the keyboard), Ctrl+Q leaves and
-/// Escape leaves full screen. With push to talk on, the microphone is open only while Space is
+/// M mutes, V toggles the camera (unless a text field has the keyboard), Ctrl+Q leaves, F11
+/// toggles the window's full screen, and Escape shows every tile again and leaves full
+/// screen. With push to talk on, the microphone is open only while Space is
 /// held.
 fn shortcuts(ui: &mut egui::Ui, state: &CallState, push_to_talk: bool, actions: &mut Vec<Action>) {
     let typing = ui.ctx().text_edit_focused();
@@ -76,8 +79,15 @@ fn shortcuts(ui: &mut egui::Ui, state: &CallState, push_to_talk: bool, actions: 
         if input.consume_key(egui::Modifiers::NONE, egui::Key::V) {
             actions.push(Action::SetCamera(!state.camera));
         }
-        if state.full_screen.is_some() && input.consume_key(egui::Modifiers::NONE, egui::Key::Escape) {
-            actions.push(Action::FullScreen(None));
+        if input.consume_key(egui::Modifiers::NONE, egui::Key::F11) {
+            actions.push(Action::WindowFullScreen(!state.window_full_screen));
+        }
+        if input.consume_key(egui::Modifiers::NONE, egui::Key::Escape) {
+            if state.enlarged.is_some() {
+                actions.push(Action::Enlarge(None));
+            } else if state.window_full_screen {
+                actions.push(Action::WindowFullScreen(false));
+            }
         }
     });
 }
@@ -93,6 +103,11 @@ fn top_bar(ui: &mut egui::Ui, view: &View<'_>, actions: &mut Vec<Action>) {
                 .fill(Color32::from_rgb(180, 40, 40));
             if ui.add(leave).on_hover_text("Ctrl+Q").clicked() {
                 actions.push(Action::Leave);
+            }
+            let full = state.window_full_screen;
+            let full_label = if full { "Exit full screen" } else { "Full screen" };
+            if ui.button(full_label).on_hover_text("F11").clicked() {
+                actions.push(Action::WindowFullScreen(!full));
             }
             if ui.add(egui::Button::selectable(state.show_devices, "Devices")).clicked() {
                 actions.push(Action::ShowDevices(!state.show_devices));
@@ -110,7 +125,9 @@ fn top_bar(ui: &mut egui::Ui, view: &View<'_>, actions: &mut Vec<Action>) {
             }
         });
     });
-    if let Link::Retrying { reason, .. } = &state.link {
+    if let Link::Retrying { reason, .. } = &state.link
+        && !reason.is_empty()
+    {
         ui.colored_label(ui.visuals().warn_fg_color, reason);
     }
     if let Some(addresses) = &state.hosting {
@@ -182,7 +199,7 @@ fn roster(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures, acti
             ui.horizontal(|ui| {
                 ui.weak("Volume");
                 let mut volume = peer.volume;
-                let slider = egui::Slider::new(&mut volume, 0.0..=2.0).show_value(false);
+                let slider = egui::Slider::new(&mut volume, 0.0..=MAX_VOLUME).show_value(false);
                 if ui.add(slider).accessible_name(format!("Volume for {}", peer.name)).changed() {
                     actions.push(Action::SetVolume(peer.id, volume));
                 }
@@ -194,7 +211,7 @@ fn roster(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures, acti
 
 fn tiles(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures, actions: &mut Vec<Action>) {
     let state = view.state;
-    let shown: Vec<Tile> = match state.full_screen {
+    let shown: Vec<Tile> = match state.enlarged {
         Some(tile) => vec![tile],
         None => state.peers.keys().copied().map(Tile::Peer).collect(),
     };
@@ -253,10 +270,10 @@ fn tiles(ui: &mut egui::Ui, view: &View<'_>, textures: &mut VideoTextures, actio
         let name = look.name.to_owned();
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, format!("Tile: {name}")));
         paint_tile(ui, rect, &look);
-        let full = state.full_screen.is_some();
-        let hint = if full { "Click to go back to the grid" } else { "Click for full screen" };
+        let enlarged = state.enlarged.is_some();
+        let hint = if enlarged { "Click to show everyone" } else { "Click to enlarge" };
         if response.on_hover_text(hint).clicked() {
-            actions.push(Action::FullScreen(if full { None } else { Some(tile) }));
+            actions.push(Action::Enlarge(if enlarged { None } else { Some(tile) }));
         }
     }
     ui.allocate_rect(area, Sense::hover());
@@ -393,63 +410,69 @@ fn connection(ui: &mut egui::Ui, view: &View<'_>) {
 fn devices(ctx: &egui::Context, view: &View<'_>, actions: &mut Vec<Action>) {
     let mut open = true;
     let settings = view.settings;
-    egui::Window::new("Devices").open(&mut open).resizable(false).collapsible(false).show(ctx, |ui| {
-        let Some(devices) = view.devices else {
-            ui.label("Looking for devices…");
-            return;
-        };
-        egui::Grid::new("devices").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
-            let label = ui.label("Microphone");
-            ui.label_inputs_by(label.id, |ui| {
-                device_choice(ui, "Microphone", &settings.microphone, &devices.microphones, |name| {
-                    actions.push(Action::ChooseMicrophone(name));
+    // Beside the tiles, under the bar: never over the controls it was opened from.
+    egui::Window::new("Devices")
+        .open(&mut open)
+        .resizable(false)
+        .collapsible(false)
+        .anchor(Align2::RIGHT_TOP, vec2(-270.0, 60.0))
+        .show(ctx, |ui| {
+            let Some(devices) = view.devices else {
+                ui.label("Looking for devices…");
+                return;
+            };
+            egui::Grid::new("devices").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
+                let label = ui.label("Microphone");
+                ui.label_inputs_by(label.id, |ui| {
+                    device_choice(ui, "Microphone", &settings.microphone, &devices.microphones, |name| {
+                        actions.push(Action::ChooseMicrophone(name));
+                    });
                 });
-            });
-            ui.end_row();
-            let label = ui.label("Speaker");
-            ui.label_inputs_by(label.id, |ui| {
-                device_choice(ui, "Speaker", &settings.speaker, &devices.speakers, |name| {
-                    actions.push(Action::ChooseSpeaker(name));
+                ui.end_row();
+                let label = ui.label("Speaker");
+                ui.label_inputs_by(label.id, |ui| {
+                    device_choice(ui, "Speaker", &settings.speaker, &devices.speakers, |name| {
+                        actions.push(Action::ChooseSpeaker(name));
+                    });
                 });
-            });
-            ui.end_row();
-            let label = ui.label("Camera");
-            ui.label_inputs_by(label.id, |ui| {
-                egui::ComboBox::from_id_salt("Camera").selected_text(settings.camera.label()).show_ui(
-                    ui,
-                    |ui| {
-                        let mut choices = vec![CameraChoice::FirstCamera];
-                        choices.extend(devices.cameras.iter().cloned().map(CameraChoice::Named));
-                        choices.push(CameraChoice::TestPattern);
-                        for choice in choices {
-                            if ui.selectable_label(settings.camera == choice, choice.label()).clicked() {
-                                actions.push(Action::ChooseCamera(choice));
+                ui.end_row();
+                let label = ui.label("Camera");
+                ui.label_inputs_by(label.id, |ui| {
+                    egui::ComboBox::from_id_salt("Camera").selected_text(settings.camera.label()).show_ui(
+                        ui,
+                        |ui| {
+                            let mut choices = vec![CameraChoice::FirstCamera];
+                            choices.extend(devices.cameras.iter().cloned().map(CameraChoice::Named));
+                            choices.push(CameraChoice::TestPattern);
+                            for choice in choices {
+                                if ui.selectable_label(settings.camera == choice, choice.label()).clicked() {
+                                    actions.push(Action::ChooseCamera(choice));
+                                }
                             }
-                        }
-                    },
-                );
+                        },
+                    );
+                });
+                ui.end_row();
             });
-            ui.end_row();
+            let level = view.stats.latest.input_level;
+            // Speech sits around -30 to -10 dBFS: show 60 dB of range so that it fills the bar.
+            let fill = ((20.0 * level.max(1e-6).log10() + 60.0) / 60.0).clamp(0.0, 1.0);
+            ui.label("Microphone level");
+            ui.add(egui::ProgressBar::new(fill).desired_width(240.0));
+            let mut push_to_talk = settings.push_to_talk;
+            if ui.checkbox(&mut push_to_talk, "Push to talk (hold Space)").changed() {
+                actions.push(Action::SetPushToTalk(push_to_talk));
+            }
+            if devices.cameras.is_empty() {
+                ui.colored_label(ui.visuals().warn_fg_color, "No camera found.");
+            }
+            if devices.microphones.is_empty() {
+                ui.colored_label(ui.visuals().warn_fg_color, "No microphone found.");
+            }
+            if devices.speakers.is_empty() {
+                ui.colored_label(ui.visuals().warn_fg_color, "No speaker found.");
+            }
         });
-        let level = view.stats.latest.input_level;
-        // Speech sits around -30 to -10 dBFS: show 60 dB of range so that it fills the bar.
-        let fill = ((20.0 * level.max(1e-6).log10() + 60.0) / 60.0).clamp(0.0, 1.0);
-        ui.label("Microphone level");
-        ui.add(egui::ProgressBar::new(fill).desired_width(240.0));
-        let mut push_to_talk = settings.push_to_talk;
-        if ui.checkbox(&mut push_to_talk, "Push to talk (hold Space)").changed() {
-            actions.push(Action::SetPushToTalk(push_to_talk));
-        }
-        if devices.cameras.is_empty() {
-            ui.colored_label(ui.visuals().warn_fg_color, "No camera found.");
-        }
-        if devices.microphones.is_empty() {
-            ui.colored_label(ui.visuals().warn_fg_color, "No microphone found.");
-        }
-        if devices.speakers.is_empty() {
-            ui.colored_label(ui.visuals().warn_fg_color, "No speaker found.");
-        }
-    });
     if !open {
         actions.push(Action::ShowDevices(false));
     }

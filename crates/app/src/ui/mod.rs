@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chinwag_codec::VideoFrame;
-use chinwag_engine::CallStats;
-use chinwag_proto::ParticipantId;
+use chinwag_engine::{CallStats, ParticipantId, VideoFrame};
 use eframe::egui;
 
 use crate::call::Tile;
