@@ -57,10 +57,11 @@ struct Args {
     #[arg(long, default_value_t = 20, value_parser = clap::builder::ValueParser::new(frame_ms))]
     frame_ms: u32,
     /// Opus bitrate in bits per second.
-    #[arg(long, default_value_t = 32_000)]
+    #[arg(long, default_value_t = 40_000)]
     bitrate: u32,
-    /// What video to send: the test pattern, a camera (camera or camera:NAME), or none.
-    #[arg(long, value_name = "pattern|camera[:NAME]|none", default_value = "none")]
+    /// What video to send: the test pattern, a camera (camera or camera:NAME), a camera-like
+    /// clip (an .mjpeg file of JPEG frames, looped at --video-fps), or none.
+    #[arg(long, value_name = "pattern|camera[:NAME]|FILE.mjpeg|none", default_value = "none")]
     send_video: String,
     /// Video size to send.
     #[arg(long, value_name = "WxH", default_value = "640x480", value_parser = clap::builder::ValueParser::new(video_size))]
@@ -139,7 +140,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             "camera" => VideoInput::Camera(None),
             other => match other.strip_prefix("camera:") {
                 Some(name) => VideoInput::Camera(Some(name.to_owned())),
-                None => bail!("--send-video {other}: use pattern, camera, camera:NAME or none"),
+                None if other.ends_with(".mjpeg") || other.ends_with(".mjpg") => {
+                    let path = PathBuf::from(other);
+                    if !path.is_file() {
+                        bail!("--send-video {other}: no such file");
+                    }
+                    VideoInput::Clip(path)
+                }
+                None => bail!("--send-video {other}: use pattern, camera, camera:NAME, FILE.mjpeg or none"),
             },
         },
         width: args.video_size.0,

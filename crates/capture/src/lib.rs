@@ -14,6 +14,7 @@
 //! device would, and its video thread calls [`VideoSource::next_frame`].
 
 mod camera;
+mod clip;
 mod convert;
 mod device;
 mod pattern;
@@ -24,6 +25,7 @@ mod wav;
 use std::time::{Duration, Instant};
 
 pub use camera::{CameraInfo, CameraSource, list_cameras};
+pub use clip::{ClipSource, split_jpegs};
 pub use device::{
     MicSource, SpeakerSink, default_input_name, default_output_name, input_device_names, output_device_names,
 };
@@ -104,6 +106,8 @@ pub enum CaptureError {
     Record { path: std::path::PathBuf, reason: String },
     #[error("no camera found")]
     NoCamera,
+    #[error("cannot play video clip {path}: {reason}")]
+    Clip { path: std::path::PathBuf, reason: String },
     #[error("cannot open camera \"{name}\": {reason}")]
     CameraUnavailable { name: String, reason: String },
     #[error("camera \"{name}\" stopped: {reason}")]

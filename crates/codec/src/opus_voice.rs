@@ -67,7 +67,10 @@ pub struct VoiceConfig {
 
 impl Default for VoiceConfig {
     fn default() -> Self {
-        Self { frame: FrameDuration::Ms20, bitrate_bps: 32_000, fec: true, expected_loss_percent: 10 }
+        // 40 kb/s with FEC planned for 2 % loss: PESQ-WB 4.05 on our test speech where 32 kb/s
+        // with FEC for 10 % gave 3.81 (docs/benchmarks.md); Mumble sends 40 kb/s too. Over
+        // TCP little is lost, so a heavier FEC would mostly cost quality.
+        Self { frame: FrameDuration::Ms20, bitrate_bps: 40_000, fec: true, expected_loss_percent: 2 }
     }
 }
 
@@ -221,7 +224,7 @@ mod tests {
         let packets = packets(VoiceConfig::default(), 100);
         let bytes: usize = packets.iter().map(Vec::len).sum();
         let bps = bytes * 8 / 2;
-        assert!((20_000..=40_000).contains(&bps), "{bps} b/s for 32 kb/s");
+        assert!((30_000..=50_000).contains(&bps), "{bps} b/s for 40 kb/s");
         assert!(VoiceEncoder::new(VoiceConfig { bitrate_bps: 1, ..VoiceConfig::default() }).is_err());
     }
 

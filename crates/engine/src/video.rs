@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chinwag_call::{LipSync, MediaStamper};
-use chinwag_capture::{CameraSource, FrameContent, TestPatternSource, VideoSource};
+use chinwag_capture::{CameraSource, ClipSource, FrameContent, TestPatternSource, VideoSource};
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
 use chinwag_proto::{MediaKind, ParticipantId};
 use chinwag_transport::ReceivedMedia;
@@ -30,6 +30,8 @@ pub enum VideoInput {
     Pattern,
     /// A camera: `None` for the first one.
     Camera(Option<String>),
+    /// A camera-like clip: an `.mjpeg` file of JPEG frames, looped.
+    Clip(PathBuf),
 }
 
 /// How the call sends video.
@@ -204,6 +206,9 @@ fn open_source(input: &VideoInput, settings: &VideoSettings) -> Result<Box<dyn V
                 .map(|camera| Box::new(camera) as Box<dyn VideoSource>)
                 .map_err(|error| error.to_string())
         }
+        VideoInput::Clip(path) => ClipSource::open(path, settings.width, settings.height, settings.fps)
+            .map(|clip| Box::new(clip) as Box<dyn VideoSource>)
+            .map_err(|error| error.to_string()),
     }
 }
 
