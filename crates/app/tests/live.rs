@@ -125,7 +125,10 @@ fn a_wrong_name_or_a_dead_port_is_told_in_plain_words_at_once() {
                 .with_audio(InputSpec::Silence, OutputSpec::None));
         harness.run();
         harness.get_by_label("Join").click();
-        step_until(&mut harness, headline, |app| app.call_state().is_none());
+        // The click is applied on the next frame: wait for its outcome, not for a call that
+        // has not started yet.
+        step_until(&mut harness, headline, |app| app.problem().is_some());
+        assert!(harness.state().call_state().is_none(), "the call ended at the first attempt");
         let problem = harness.state().problem().cloned().expect("the connect screen says why");
         assert_eq!(problem.headline, headline);
         assert!(problem.detail.contains(detail), "{problem:?}");

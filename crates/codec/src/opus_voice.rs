@@ -230,7 +230,9 @@ mod tests {
 
     #[test]
     fn fec_recovers_a_missing_frame_better_than_concealment() {
-        let config = VoiceConfig::default();
+        // At the default 2 % the encoder spends little on FEC; this checks the mechanism, with
+        // the redundancy a lossy link would ask for.
+        let config = VoiceConfig { expected_loss_percent: 10, ..VoiceConfig::default() };
         let mut encoder = VoiceEncoder::new(config).unwrap();
         let lookahead = encoder.encoder.get_lookahead().unwrap() as usize;
         // Speech-like: a tone whose pitch glides, so that concealment cannot simply repeat it.
