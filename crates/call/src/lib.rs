@@ -3,7 +3,8 @@
 //! This crate owns what happens to media between the devices and the network: stamping each
 //! outgoing stream ([`MediaStamper`], shared by audio and video) and encoding voice
 //! ([`VoiceSender`]); on the way in, one jitter buffer and Opus decoder per peer, mixing with
-//! per-peer volume under a limiter, and mouth-to-ear measured per played frame ([`Playout`]);
+//! per-peer volume under a limiter, and mouth-to-ear measured per played frame ([`Playout`]),
+//! with speech time-compressed when a jitter buffer holds more than it needs ([`stretch`]);
 //! holding each peer's video until the audio captured with it is heard ([`LipSync`]); and the
 //! bounded percentile sketches the statistics are kept in ([`Sketch`]).
 //!
@@ -17,6 +18,7 @@ mod mix;
 mod playout;
 mod sketch;
 mod stamp;
+pub mod stretch;
 mod voice;
 
 pub use lipsync::LipSync;

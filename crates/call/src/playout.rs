@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chinwag_codec::{CODEC_DELAY, VoiceDecoder};
-use chinwag_jitter::{JitterBuffer, JitterConfig, JitterError, Playout as Decision};
+use chinwag_jitter::{JitterBuffer, JitterConfig, JitterError, PacketFlags, Playout as Decision};
 use chinwag_proto::{MediaFlags, MediaHeader, MediaKind, ParticipantId, RelayTime};
 
 use crate::mix::Limiter;
 use crate::sketch::Sketch;
+use crate::stretch;
 
 /// The mixer's period: 10 ms at 48 kHz.
 pub const TICK_SAMPLES: usize = 480;
@@ -20,6 +21,9 @@ pub const MAX_VOLUME: f32 = 2.0;
 const SILENCE_STEP_SAMPLES: usize = 120;
 /// Capture times remembered per peer, to pair with frames as they are played.
 const CAPTURES_KEPT: usize = 256;
+/// An Opus packet this small carries no speech (DTX or comfort noise): the jitter buffer may
+/// drop it whole when it holds too much.
+const SILENT_PACKET_BYTES: usize = 3;
 
 /// One remote participant's audio as played here.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +33,9 @@ pub struct PeerAudioStats {
     pub packets_late: u64,
     /// Frames dropped unplayed to bring the delay down after a stall or burst.
     pub frames_dropped: u64,
+    /// Frames played time-compressed to bring the delay down, and the audio that took out.
+    pub frames_accelerated: u64,
+    pub accelerated_ms: u64,
     pub concealed_ms: u64,
     pub fec_recovered: u64,
     /// Packets that would not decode, played as silence.
@@ -53,6 +60,10 @@ struct PeerAudio {
     captures: VecDeque<(u32, RelayTime)>,
     /// What this peer contributed to the last tick, before its volume.
     tick: Vec<f32>,
+    /// A frame after time compression.
+    stretched: Vec<f32>,
+    /// Samples taken out by time compression.
+    removed_samples: u64,
     volume: f32,
     stats: PeerAudioStats,
 }
@@ -82,6 +93,8 @@ impl Playout {
                 decoded: VecDeque::with_capacity(4 * TICK_SAMPLES),
                 captures: VecDeque::with_capacity(CAPTURES_KEPT),
                 tick: vec![0.0; TICK_SAMPLES],
+                stretched: Vec::with_capacity(2 * TICK_SAMPLES),
+                removed_samples: 0,
                 volume: 1.0,
                 stats: PeerAudioStats::default(),
             },
@@ -108,8 +121,11 @@ impl Playout {
             peer.captures.pop_front();
         }
         peer.captures.push_back((header.timestamp.0, header.capture_time));
-        let restart = header.flags.contains(MediaFlags::RESTART);
-        peer.jitter.handle_packet(arrived, header.seq, header.timestamp, restart, payload.to_vec());
+        let flags = PacketFlags {
+            restart: header.flags.contains(MediaFlags::RESTART),
+            silent: payload.len() <= SILENT_PACKET_BYTES,
+        };
+        peer.jitter.handle_packet(arrived, header.seq, header.timestamp, flags, payload.to_vec());
     }
 
     /// A gain for one peer, 0 (silent) to [`MAX_VOLUME`].
@@ -140,6 +156,8 @@ impl Playout {
             stats.packets_lost = jitter.packets_lost;
             stats.packets_late = jitter.packets_late;
             stats.frames_dropped = jitter.frames_dropped;
+            stats.frames_accelerated = jitter.frames_accelerated;
+            stats.accelerated_ms = peer.removed_samples / 48;
             stats.fec_recovered = jitter.fec_recovered;
             stats.jitter_target = jitter.target_delay;
             stats.concealed_ms = jitter.frames_concealed * jitter.frame_duration.as_millis() as u64;
@@ -172,8 +190,10 @@ impl PeerAudio {
         while self.decoded.len() < TICK_SAMPLES {
             let samples_before = self.decoded.len();
             let frame_samples = (self.jitter.frame_duration().as_micros() as usize * 48 / 1000).max(120);
+            let mut accelerate = false;
             let decoded = match self.jitter.poll_playout(now) {
-                Decision::Frame { timestamp, payload, .. } => {
+                Decision::Frame { timestamp, payload, accelerate: compress, .. } => {
+                    accelerate = compress;
                     let playout_delay = self.jitter.stats().playout_delay;
                     self.stats.jitter_buffer.record(playout_delay);
                     if let Some(index) = self.captures.iter().position(|(ts, _)| *ts == timestamp.0)
@@ -197,6 +217,12 @@ impl PeerAudio {
                 }
             };
             match decoded {
+                Ok(samples) if accelerate => {
+                    // The buffer holds more than it needs: play this frame shorter, and the
+                    // next poll comes that much sooner.
+                    self.removed_samples += stretch::accelerate(&samples, &mut self.stretched) as u64;
+                    self.decoded.extend(self.stretched.iter().copied());
+                }
                 Ok(samples) => self.decoded.extend(samples),
                 // A bad packet from a peer costs that frame, never the call.
                 Err(_) => {

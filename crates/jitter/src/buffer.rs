@@ -15,8 +15,12 @@ use crate::estimator::DelayEstimator;
 /// What the playout side should do for the next frame period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
-    /// Decode `payload` as usual.
-    Frame { seq: SeqNo, timestamp: MediaTimestamp, payload: Vec<u8> },
+    /// Decode `payload` as usual. With `accelerate`, the buffer holds more audio than its
+    /// target: play this frame time-compressed if that can be done inaudibly (a pitch period
+    /// of voiced speech, or a quiet few milliseconds, taken out), and poll again that much
+    /// sooner. Asked only when [`JitterConfig::time_stretch`] is on; ignoring it only slows
+    /// the return to target.
+    Frame { seq: SeqNo, timestamp: MediaTimestamp, payload: Vec<u8>, accelerate: bool },
     /// Frame `seq` did not arrive in time but the one after it did: decode the in-band FEC
     /// carried in `next_payload` (Opus `decode_fec`) to stand in for `seq`. The next poll plays
     /// the next frame itself.
@@ -31,6 +35,26 @@ pub enum Playout {
     /// (re)buffering, and once an underrun has lasted longer than the maximum delay (the
     /// sender stopped or the connection stalled for good).
     Silence,
+}
+
+/// What the caller knows about a packet besides its place in the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketFlags {
+    /// The sender's `MediaFlags::RESTART` bit: the stream starts afresh at this packet.
+    pub restart: bool,
+    /// The packet holds silence or background noise (the Opus encoder's voice activity flag
+    /// is off, say). When it has more audio than it needs, the buffer drops such frames
+    /// whole, before it asks for speech to be compressed.
+    pub silent: bool,
+}
+
+impl PacketFlags {
+    /// A packet of speech that continues its stream.
+    pub const SPEECH: Self = Self { restart: false, silent: false };
+    /// A packet of silence or background noise.
+    pub const SILENT: Self = Self { restart: false, silent: true };
+    /// The first packet of a restarted stream.
+    pub const RESTART: Self = Self { restart: true, silent: false };
 }
 
 /// Counters since the buffer was created, and gauges as of the last call.
@@ -56,8 +80,12 @@ pub struct JitterStats {
     pub packets_flushed: u64,
     /// Frames dropped unplayed to bring the delay down to target.
     pub frames_dropped: u64,
+    /// Of `frames_dropped`, those marked silent.
+    pub silent_frames_dropped: u64,
     /// [`Playout::Frame`] results.
     pub frames_played: u64,
+    /// Of `frames_played`, those with `accelerate`: asked to be played time-compressed.
+    pub frames_accelerated: u64,
     /// [`Playout::RecoverWithFec`] results.
     pub fec_recovered: u64,
     /// [`Playout::Conceal`] results.
@@ -68,9 +96,11 @@ pub struct JitterStats {
     pub packets_buffered: u64,
     /// The frame duration in use (configured, or learned from the timestamps).
     pub frame_duration: Duration,
-    /// The delay the buffer aims for: the chosen quantile of recent relative delays plus the
-    /// margin, within the configured bounds.
+    /// The delay the buffer aims for: the chosen quantile of recent relative delays, or the
+    /// height of periodic delay peaks if higher, plus the margin, within the configured bounds.
     pub target_delay: Duration,
+    /// The height of the periodic delay peaks the target covers; zero when there are none.
+    pub peak_delay: Duration,
     /// How long after its earliest possible arrival (by the fastest recent path) the last
     /// frame was played: what this buffer adds to the mouth-to-ear delay.
     pub playout_delay: Duration,
@@ -113,6 +143,8 @@ pub struct JitterBuffer {
     /// The instant that nanosecond offsets count from: the first packet's arrival.
     epoch: Option<Instant>,
     last_arrival: i64,
+    /// The latest instant seen, an arrival or a poll, in nanoseconds since the epoch.
+    last_now: i64,
     stream: Option<Stream>,
     /// The newest packet of the stream before the last reset, to recognise its stragglers.
     previous: Option<(SeqNo, MediaTimestamp)>,
@@ -124,6 +156,7 @@ struct Slot {
     /// Media timestamp, unwrapped.
     ts: i64,
     payload: Vec<u8>,
+    silent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,8 +190,11 @@ struct Stream {
     /// For the frames just behind the cursor, oldest first: whether each had arrived by its
     /// turn (or has since, as a late packet).
     history: VecDeque<bool>,
-    /// Consecutive polls for which the delay was at least a frame above target.
+    /// Consecutive polls for which the delay was above target by the shrink threshold (by a
+    /// frame, without time stretching).
     excess_run: u32,
+    /// Whether the delay is being brought down to target.
+    shrinking: bool,
     /// Whether the last poll concealed while waiting for the frame at the cursor.
     holding: bool,
 }
@@ -172,6 +208,8 @@ struct Pacing {
     max_delay: i64,
     frame_ticks: i64,
     frame_nanos: i64,
+    time_stretch: bool,
+    shrink_threshold: i64,
     min_drop_frames: u32,
     patience_frames: u32,
 }
@@ -196,12 +234,15 @@ impl JitterBuffer {
     pub fn new(config: JitterConfig) -> Result<Self, JitterError> {
         config.validate()?;
         let frame_ticks = frame_ticks(config.frame_duration).expect("validate checked the frame duration");
-        let estimator = DelayEstimator::new(
+        let mut estimator = DelayEstimator::new(
             duration_to_nanos(config.baseline_window),
+            duration_to_nanos(config.delay_memory),
             duration_to_nanos(config.max_delay),
-            forget_factor(&config, frame_ticks),
             config.delay_quantile,
+            duration_to_nanos(config.peak_threshold),
+            duration_to_nanos(config.peak_period),
         );
+        estimator.set_frame_nanos(ticks_to_nanos(i64::from(frame_ticks)));
         Ok(Self {
             config,
             frame_ticks,
@@ -209,6 +250,7 @@ impl JitterBuffer {
             estimator,
             epoch: None,
             last_arrival: 0,
+            last_now: 0,
             stream: None,
             previous: None,
             stats: JitterStats::default(),
@@ -226,8 +268,9 @@ impl JitterBuffer {
         ticks_to_duration(i64::from(self.frame_ticks))
     }
 
-    /// Takes in one audio packet that arrived at `now`. `restart` is the sender's
-    /// `MediaFlags::RESTART` bit: the stream starts afresh at `seq` and `timestamp`.
+    /// Takes in one audio packet that arrived at `now`. With `flags.restart` (the sender's
+    /// `MediaFlags::RESTART` bit) the stream starts afresh at `seq` and `timestamp`;
+    /// `flags.silent` lets the buffer drop the frame first when it holds too much.
     ///
     /// Duplicates and packets whose turn has passed are counted and discarded. A packet whose
     /// timestamp does not fit its sequence number (more than a second off) is taken as a
@@ -237,17 +280,19 @@ impl JitterBuffer {
         now: Instant,
         seq: SeqNo,
         timestamp: MediaTimestamp,
-        restart: bool,
+        flags: PacketFlags,
         payload: Vec<u8>,
     ) {
         self.stats.packets_received += 1;
         let epoch = *self.epoch.get_or_insert(now);
         let arrival = duration_to_nanos(now.saturating_duration_since(epoch)).max(self.last_arrival);
         self.last_arrival = arrival;
+        self.last_now = self.last_now.max(arrival);
+        let (restart, slot) = (flags.restart, Slot { ts: 0, payload, silent: flags.silent });
 
         let frame_ticks = i64::from(self.frame_ticks);
         let Some(stream) = &mut self.stream else {
-            self.start_stream(arrival, seq, timestamp, payload);
+            self.start_stream(arrival, seq, timestamp, slot);
             return;
         };
         let ts = stream.unwrap_ts(timestamp);
@@ -265,7 +310,7 @@ impl JitterBuffer {
         };
         if new_stream {
             self.reset();
-            self.start_stream(arrival, seq, timestamp, payload);
+            self.start_stream(arrival, seq, timestamp, slot);
             return;
         }
 
@@ -275,7 +320,8 @@ impl JitterBuffer {
         if dist > 0 {
             (stream.newest_seq, stream.newest_ts) = (seq, ts);
         }
-        let arrived = stream.insert(seq, ts, payload, self.config.max_packets, frame_ticks, &mut self.stats);
+        let slot = Slot { ts, ..slot };
+        let arrived = stream.insert(seq, slot, self.config.max_packets, frame_ticks, &mut self.stats);
         match arrived {
             Arrival::Duplicate => self.stats.duplicates += 1,
             Arrival::Stored | Arrival::Late => {
@@ -305,13 +351,17 @@ impl JitterBuffer {
             let frames = duration.as_nanos().div_ceil(frame_nanos.unsigned_abs().into());
             u32::try_from(frames).unwrap_or(u32::MAX).max(1)
         };
+        let now = duration_to_nanos(now.saturating_duration_since(epoch));
+        self.last_now = self.last_now.max(now);
         let pacing = Pacing {
-            now: duration_to_nanos(now.saturating_duration_since(epoch)),
+            now,
             baseline,
-            target: target_nanos(&self.config, &self.estimator),
+            target: target_nanos(&self.config, &self.estimator, now),
             max_delay: duration_to_nanos(self.config.max_delay),
             frame_ticks: i64::from(self.frame_ticks),
             frame_nanos,
+            time_stretch: self.config.time_stretch,
+            shrink_threshold: duration_to_nanos(self.config.shrink_threshold),
             min_drop_frames: frames_in(self.config.min_drop_interval),
             patience_frames: frames_in(self.config.shrink_patience),
         };
@@ -339,15 +389,16 @@ impl JitterBuffer {
         JitterStats {
             packets_buffered: n_stored as u64,
             frame_duration: self.frame_duration(),
-            target_delay: nanos_to_duration(target_nanos(&self.config, &self.estimator)),
+            target_delay: nanos_to_duration(target_nanos(&self.config, &self.estimator, self.last_now)),
+            peak_delay: nanos_to_duration(self.estimator.peak_delay(self.last_now).unwrap_or(0)),
             buffered: ticks_to_duration(buffered),
             ..self.stats.clone()
         }
     }
 
-    fn start_stream(&mut self, arrival: i64, seq: SeqNo, timestamp: MediaTimestamp, payload: Vec<u8>) {
+    fn start_stream(&mut self, arrival: i64, seq: SeqNo, timestamp: MediaTimestamp, slot: Slot) {
         let ts = i64::from(timestamp.0);
-        self.stream = Some(Stream::new(seq, ts, payload));
+        self.stream = Some(Stream::new(seq, Slot { ts, ..slot }));
         self.estimator.observe(arrival, arrival - ticks_to_nanos(ts));
     }
 
@@ -387,24 +438,22 @@ impl JitterBuffer {
         if count >= FRAME_LEARN_COUNT {
             self.frame_ticks = step;
             self.frame_candidate = (0, 0);
-            self.estimator.set_forget(forget_factor(&self.config, step));
+            self.estimator.set_frame_nanos(ticks_to_nanos(i64::from(step)));
         }
     }
 }
 
-/// The histogram's per-packet forgetting factor for a packet rate of one per `frame_ticks`.
-fn forget_factor(config: &JitterConfig, frame_ticks: u32) -> f64 {
-    let frame = ticks_to_duration(i64::from(frame_ticks)).as_secs_f64();
-    (-frame / config.delay_memory.as_secs_f64()).exp()
-}
-
-fn target_nanos(config: &JitterConfig, estimator: &DelayEstimator) -> i64 {
-    let wanted = estimator.delay_quantile() + duration_to_nanos(config.delay_margin);
+/// The target delay at `now`: the recent delay, or the periodic peaks' if higher, plus the
+/// margin, within bounds.
+fn target_nanos(config: &JitterConfig, estimator: &DelayEstimator, now: i64) -> i64 {
+    let delay = estimator.recent_delay().max(estimator.peak_delay(now).unwrap_or(0));
+    let wanted = delay + duration_to_nanos(config.delay_margin);
     wanted.clamp(duration_to_nanos(config.min_delay), duration_to_nanos(config.max_delay))
 }
 
 impl Stream {
-    fn new(seq: SeqNo, ts: i64, payload: Vec<u8>) -> Self {
+    fn new(seq: SeqNo, slot: Slot) -> Self {
+        let ts = slot.ts;
         Self {
             newest_seq: seq,
             newest_ts: ts,
@@ -413,11 +462,12 @@ impl Stream {
             start: (seq, ts),
             cursor: seq,
             cursor_ts: ts,
-            slots: VecDeque::from([Some(Slot { ts, payload })]),
+            slots: VecDeque::from([Some(slot)]),
             n_stored: 1,
             phase: Phase::Buffering,
             history: VecDeque::new(),
             excess_run: 0,
+            shrinking: false,
             holding: false,
         }
     }
@@ -450,14 +500,14 @@ impl Stream {
     fn insert(
         &mut self,
         seq: SeqNo,
-        ts: i64,
-        payload: Vec<u8>,
+        slot: Slot,
         max_packets: usize,
         frame_ticks: i64,
         stats: &mut JitterStats,
     ) -> Arrival {
         let offset = seq.distance_from(self.cursor);
-        let slot = Some(Slot { ts, payload });
+        let ts = slot.ts;
+        let slot = Some(slot);
         if offset < 0 {
             let behind = offset.unsigned_abs() as usize;
             if self.history.is_empty() {
@@ -562,36 +612,91 @@ impl Stream {
             return self.conceal_cursor();
         }
         if self.should_shrink(head_ts, pacing) {
-            self.advance(pacing.frame_ticks);
-            stats.frames_dropped += 1;
-            self.excess_run = 0;
+            return self.shrink(pacing, stats);
         }
-        self.play_head(pacing, stats)
+        self.play_head(pacing, stats, false)
     }
 
-    /// Whether to drop the head frame and play the next one now, bringing the delay one frame
-    /// closer to target.
+    /// Whether the delay is to be brought down: it stayed above target by the shrink
+    /// threshold (a frame, without time stretching) for the patience, and it is not yet back
+    /// at target (within a frame of it, without time stretching).
     fn should_shrink(&mut self, head_ts: i64, pacing: &Pacing) -> bool {
         let excess = pacing.delay_of(head_ts) - pacing.target;
-        if excess < pacing.frame_nanos {
+        let (threshold, settled) = if pacing.time_stretch {
+            (pacing.shrink_threshold, excess <= pacing.shrink_threshold / 2)
+        } else {
+            (pacing.frame_nanos, excess < pacing.frame_nanos)
+        };
+        if self.shrinking {
+            self.shrinking = !settled;
+            return self.shrinking;
+        }
+        if excess < threshold {
             self.excess_run = 0;
             return false;
         }
         self.excess_run += 1;
-        let excess_frames = u32::try_from(excess / pacing.frame_nanos).unwrap_or(u32::MAX);
-        let wait = pacing.patience_frames.div_ceil(excess_frames).max(pacing.min_drop_frames);
-        let next_follows =
-            matches!(self.slots.get(1), Some(Some(next)) if next.ts - head_ts <= pacing.frame_ticks);
-        self.excess_run >= wait && next_follows
+        let wait = if pacing.time_stretch {
+            pacing.patience_frames
+        } else {
+            // Dropped speech is heard: wait longer for a small excess than for a large one.
+            let excess_frames = u32::try_from(excess / pacing.frame_nanos).unwrap_or(u32::MAX).max(1);
+            pacing.patience_frames.div_ceil(excess_frames).max(pacing.min_drop_frames)
+        };
+        self.shrinking = self.excess_run >= wait;
+        self.shrinking
+    }
+
+    /// Brings the delay towards target: drops the silent frames at the head while the delay
+    /// stays a frame or more above target, then plays the next frame accelerated (or, without
+    /// time stretching, drops one more frame at most every `min_drop_interval`).
+    fn shrink(&mut self, pacing: &Pacing, stats: &mut JitterStats) -> Playout {
+        loop {
+            let Some(Some(head)) = self.slots.front() else {
+                debug_assert!(false, "shrink is only called with the head frame present");
+                return Playout::Silence;
+            };
+            let excess = pacing.delay_of(head.ts) - pacing.target;
+            let settled = if pacing.time_stretch { pacing.shrink_threshold / 2 } else { 0 };
+            if excess <= settled {
+                self.shrinking = false;
+                self.excess_run = 0;
+                return self.play_head(pacing, stats, false);
+            }
+            let next_follows =
+                matches!(self.slots.get(1), Some(Some(next)) if next.ts - head.ts <= pacing.frame_ticks);
+            if excess >= pacing.frame_nanos && next_follows {
+                let silent = head.silent;
+                if silent || (!pacing.time_stretch && self.excess_run >= pacing.min_drop_frames) {
+                    self.advance(pacing.frame_ticks);
+                    stats.frames_dropped += 1;
+                    if silent {
+                        stats.silent_frames_dropped += 1;
+                    } else {
+                        // The next speech frame dropped waits `min_drop_interval`.
+                        self.excess_run = 0;
+                    }
+                    continue;
+                }
+            }
+            if !pacing.time_stretch {
+                self.excess_run += 1;
+            }
+            return self.play_head(pacing, stats, pacing.time_stretch);
+        }
     }
 
     /// Plays the frame at the cursor, which must be here.
-    fn play_head(&mut self, pacing: &Pacing, stats: &mut JitterStats) -> Playout {
+    fn play_head(&mut self, pacing: &Pacing, stats: &mut JitterStats, accelerate: bool) -> Playout {
         let seq = self.cursor;
         match self.advance(pacing.frame_ticks) {
             Some(slot) => {
                 stats.frames_played += 1;
-                Playout::Frame { seq, timestamp: MediaTimestamp(slot.ts as u32), payload: slot.payload }
+                if accelerate {
+                    stats.frames_accelerated += 1;
+                }
+                let timestamp = MediaTimestamp(slot.ts as u32);
+                Playout::Frame { seq, timestamp, payload: slot.payload, accelerate }
             }
             None => {
                 debug_assert!(false, "play_head is only called with the head frame present");
@@ -650,6 +755,7 @@ impl Stream {
     /// longer would take the delay past its maximum.
     fn underrun(&mut self, pacing: &Pacing, stats: &mut JitterStats) -> Playout {
         self.excess_run = 0;
+        self.shrinking = false;
         if pacing.delay_of(self.cursor_ts) + pacing.frame_nanos > pacing.max_delay {
             self.phase = Phase::Buffering;
             return Playout::Silence;
@@ -682,7 +788,8 @@ impl Stream {
             }
             self.phase = Phase::Playing;
             self.excess_run = 0;
-            return self.play_head(pacing, stats);
+            self.shrinking = false;
+            return self.play_head(pacing, stats, false);
         }
     }
 }
@@ -731,11 +838,22 @@ mod tests {
     }
 
     fn send(buffer: &mut JitterBuffer, clock: &Clock, at_ms: u64, seq: u32, frame: u32) {
-        buffer.handle_packet(clock.at(at_ms), SeqNo(seq), ts(frame), false, seq.to_be_bytes().to_vec());
+        buffer.handle_packet(
+            clock.at(at_ms),
+            SeqNo(seq),
+            ts(frame),
+            PacketFlags::SPEECH,
+            seq.to_be_bytes().to_vec(),
+        );
     }
 
     fn frame(seq: u32, frame: u32) -> Playout {
-        Playout::Frame { seq: SeqNo(seq), timestamp: ts(frame), payload: seq.to_be_bytes().to_vec() }
+        Playout::Frame {
+            seq: SeqNo(seq),
+            timestamp: ts(frame),
+            payload: seq.to_be_bytes().to_vec(),
+            accelerate: false,
+        }
     }
 
     /// Frames `frames` arrive on time (frame `i` at `20 i` ms) and each is polled 20 ms
@@ -848,9 +966,18 @@ mod tests {
         for i in 0..8u32 {
             let seq = first.wrapping_add(i);
             let timestamp = MediaTimestamp((u32::MAX - 959).wrapping_add(i * 960));
-            b.handle_packet(clock.at(u64::from(i) * 20), SeqNo(seq), timestamp, false, vec![i as u8]);
+            b.handle_packet(
+                clock.at(u64::from(i) * 20),
+                SeqNo(seq),
+                timestamp,
+                PacketFlags::SPEECH,
+                vec![i as u8],
+            );
             let played = b.poll_playout(clock.at(u64::from(i) * 20 + 20));
-            assert_eq!(played, Playout::Frame { seq: SeqNo(seq), timestamp, payload: vec![i as u8] });
+            assert_eq!(
+                played,
+                Playout::Frame { seq: SeqNo(seq), timestamp, payload: vec![i as u8], accelerate: false }
+            );
         }
         assert_eq!(b.stats().resets, 0);
     }
@@ -860,15 +987,26 @@ mod tests {
         let (mut b, clock) = (buffer(), Clock::new());
         steady(&mut b, &clock, 0..10);
         send(&mut b, &clock, 200, 10, 10);
-        b.handle_packet(clock.at(205), SeqNo(777), MediaTimestamp(12_345), true, vec![7]);
-        b.handle_packet(clock.at(225), SeqNo(778), MediaTimestamp(12_345 + 960), true, vec![8]);
+        b.handle_packet(clock.at(205), SeqNo(777), MediaTimestamp(12_345), PacketFlags::RESTART, vec![7]);
+        b.handle_packet(
+            clock.at(225),
+            SeqNo(778),
+            MediaTimestamp(12_345 + 960),
+            PacketFlags::RESTART,
+            vec![8],
+        );
         let stats = b.stats();
         assert_eq!((stats.resets, stats.packets_flushed, stats.packets_buffered), (1, 1, 2));
         assert_eq!(b.poll_playout(clock.at(220)), Playout::Silence);
         let played = b.poll_playout(clock.at(240));
         assert_eq!(
             played,
-            Playout::Frame { seq: SeqNo(777), timestamp: MediaTimestamp(12_345), payload: vec![7] }
+            Playout::Frame {
+                seq: SeqNo(777),
+                timestamp: MediaTimestamp(12_345),
+                payload: vec![7],
+                accelerate: false
+            }
         );
     }
 
@@ -876,16 +1014,21 @@ mod tests {
     fn an_unflagged_jump_starts_afresh_and_stragglers_of_the_old_stream_are_late() {
         let (mut b, clock) = (buffer(), Clock::new());
         steady(&mut b, &clock, 0..10);
-        b.handle_packet(clock.at(200), SeqNo(5000), MediaTimestamp(3_000_000), false, vec![1]);
+        b.handle_packet(clock.at(200), SeqNo(5000), MediaTimestamp(3_000_000), PacketFlags::SPEECH, vec![1]);
         send(&mut b, &clock, 201, 10, 10);
-        b.handle_packet(clock.at(220), SeqNo(5001), MediaTimestamp(3_000_960), false, vec![2]);
+        b.handle_packet(clock.at(220), SeqNo(5001), MediaTimestamp(3_000_960), PacketFlags::SPEECH, vec![2]);
         let stats = b.stats();
         assert_eq!((stats.resets, stats.packets_late, stats.packets_buffered), (1, 1, 2));
         assert_eq!(b.poll_playout(clock.at(220)), frame_of(5000, 3_000_000, 1));
     }
 
     fn frame_of(seq: u32, timestamp: u32, byte: u8) -> Playout {
-        Playout::Frame { seq: SeqNo(seq), timestamp: MediaTimestamp(timestamp), payload: vec![byte] }
+        Playout::Frame {
+            seq: SeqNo(seq),
+            timestamp: MediaTimestamp(timestamp),
+            payload: vec![byte],
+            accelerate: false,
+        }
     }
 
     #[test]
@@ -893,7 +1036,13 @@ mod tests {
         let (mut b, clock) = (buffer(), Clock::new());
         assert_eq!(b.frame_duration(), Duration::from_millis(20));
         for i in 0..10u32 {
-            b.handle_packet(clock.at(u64::from(i) * 10), SeqNo(i), MediaTimestamp(i * 480), false, vec![]);
+            b.handle_packet(
+                clock.at(u64::from(i) * 10),
+                SeqNo(i),
+                MediaTimestamp(i * 480),
+                PacketFlags::SPEECH,
+                vec![],
+            );
             let played = b.poll_playout(clock.at(u64::from(i) * 10 + 20));
             assert!(matches!(played, Playout::Frame { seq, .. } if seq == SeqNo(i)), "{i}: {played:?}");
         }
@@ -922,8 +1071,10 @@ mod tests {
     }
 
     #[test]
-    fn the_burst_after_a_stall_is_shed_a_frame_at_a_time() {
-        let (mut b, clock) = (patient_buffer(), Clock::new());
+    fn without_time_stretching_the_burst_after_a_stall_is_shed_a_frame_at_a_time() {
+        let config =
+            JitterConfig { max_delay: Duration::from_millis(500), time_stretch: false, ..test_config() };
+        let (mut b, clock) = (JitterBuffer::new(config).unwrap(), Clock::new());
         steady(&mut b, &clock, 0..50);
         // A 400 ms stall: frames 50 to 69 all arrive at 1380 ms, then on time again.
         let mut played = Vec::new();
@@ -959,6 +1110,77 @@ mod tests {
         assert_eq!(stats.packets_lost, 0);
         let concealed = played.iter().filter(|p| matches!(p, Playout::Conceal { .. })).count();
         assert_eq!(concealed, 19, "the stall is concealed, 20 ms after frame 49 until frame 50 arrives");
+    }
+
+    /// Plays frames 0..n arriving on time except a 400 ms stall after frame 49, polling as a
+    /// player that honours `accelerate` would: an accelerated frame lasts 15 ms, not 20.
+    /// Returns what was played and when, in ms.
+    fn play_through_a_stall(
+        b: &mut JitterBuffer,
+        clock: &Clock,
+        silent: impl Fn(u32) -> bool,
+    ) -> Vec<(u64, Playout)> {
+        let mut played = Vec::new();
+        let mut next = 0u32;
+        let mut now = 20u64;
+        while now < 4_000 {
+            while next < 200 {
+                let arrival = if (50..69).contains(&next) { 1380 } else { u64::from(next) * 20 };
+                if arrival > now {
+                    break;
+                }
+                let flags = if silent(next) { PacketFlags::SILENT } else { PacketFlags::SPEECH };
+                b.handle_packet(clock.at(arrival), SeqNo(next), ts(next), flags, next.to_be_bytes().to_vec());
+                next += 1;
+            }
+            let playout = b.poll_playout(clock.at(now));
+            let step = if matches!(playout, Playout::Frame { accelerate: true, .. }) { 15 } else { 20 };
+            played.push((now, playout));
+            now += step;
+        }
+        played
+    }
+
+    #[test]
+    fn with_time_stretching_speech_is_compressed_not_dropped_and_the_delay_comes_back() {
+        let (mut b, clock) = (patient_buffer(), Clock::new());
+        let played = play_through_a_stall(&mut b, &clock, |_| false);
+        let stats = b.stats();
+        assert_eq!(stats.frames_dropped, 0, "no speech is dropped: {stats:?}");
+        assert!(
+            stats.frames_accelerated >= 60,
+            "the 380 ms backlog is played 5 ms shorter a frame: {stats:?}"
+        );
+        // Back at target within two seconds of the burst.
+        let last_accelerated = played
+            .iter()
+            .filter(|(_, p)| matches!(p, Playout::Frame { accelerate: true, .. }))
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap();
+        assert!(last_accelerated < 1380 + 2_000, "still compressing at {last_accelerated} ms");
+        assert!(stats.playout_delay <= stats.target_delay + Duration::from_millis(20), "{stats:?}");
+        let seqs: Vec<u32> = played
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Playout::Frame { seq, .. } => Some(seq.0),
+                _ => None,
+            })
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "every frame played, in order");
+    }
+
+    #[test]
+    fn silent_frames_are_dropped_before_speech_is_compressed() {
+        let (mut b, clock) = (patient_buffer(), Clock::new());
+        // The talker paused during the stall: frames 50 to 99 are silence, and the backlog
+        // goes with them.
+        play_through_a_stall(&mut b, &clock, |seq| (50..100).contains(&seq));
+        let stats = b.stats();
+        assert!(stats.silent_frames_dropped >= 15, "{stats:?}");
+        assert_eq!(stats.frames_dropped, stats.silent_frames_dropped, "only silence dropped: {stats:?}");
+        assert!(stats.frames_accelerated < 5, "little speech compressed: {stats:?}");
+        assert!(stats.playout_delay <= stats.target_delay + Duration::from_millis(20), "{stats:?}");
     }
 
     #[test]

@@ -38,23 +38,49 @@ pub struct JitterConfig {
     /// keep mouth-to-ear within 30 ms at 10 ms frames; under 0–60 ms of jitter it still
     /// conceals well under 2 % of frames (see the scenario tests).
     pub delay_margin: Duration,
-    /// Time constant of the delay histogram: a packet's delay counts `1/e` as much after this
-    /// much audio has arrived behind it. Longer is steadier and lets a rare stall count for
-    /// little; shorter follows changes sooner but lets each stall raise the target for a while.
-    /// Default 20 s.
+    /// How long an arrival counts towards the target: the target covers the delays of the
+    /// arrivals of the last `delay_memory`, so that it comes back down this long after the
+    /// network calms (plus the time to drain what was buffered). Arrivals rather than packets
+    /// count: the packets a TCP stall held back arrive at once and count as one, the first
+    /// and latest of them, so that one stall weighs no more than one late packet. Longer is
+    /// steadier, shorter comes down sooner. Default 4 s: 200 arrivals at 20 ms frames, enough
+    /// for a steady 95th percentile, and back down well within the 5 s a listener gives it.
     pub delay_memory: Duration,
     /// How long the fastest transit time seen is remembered as the zero of relative delay.
     /// Long enough to span a few jitter cycles, short enough that clock drift between sender
     /// and receiver (0.2 ms/s at 200 ppm) moves it by less than a millisecond. Default 2 s.
     pub baseline_window: Duration,
-    /// The shortest interval between two frames dropped to bring the delay down to target,
-    /// so that a burst after a stall is shed a frame at a time rather than skipped in one cut.
-    /// Default 60 ms, which sheds at most a third of the frames played.
+    /// How far above the recent delays (their `delay_quantile`) an arrival must come to count
+    /// as a delay peak. Default 60 ms: above the 20–40 ms scheduling hiccups of a loaded
+    /// machine, which should cost a concealed frame now and then rather than delay for good.
+    pub peak_threshold: Duration,
+    /// Peaks that come again within this long of each other are periodic: from the third
+    /// such peak on, the target covers the highest of them, until no peak has come for twice
+    /// the longest period seen. `Duration::ZERO` turns peak tracking off. Default off: on a
+    /// congested link the peaks come from our own video, which rate control removes at the
+    /// source, and a held peak level (up to 20 s with NetEQ's 10 s) would keep the delay
+    /// high long after the link is clean. 10 s is NetEQ's choice.
+    pub peak_period: Duration,
+    /// Whether the playout side honours [`Playout::Frame`](crate::Playout::Frame)'s
+    /// `accelerate`, playing such a frame time-compressed. Then the buffer shrinks by asking
+    /// for compressed speech and by dropping frames marked silent, never by dropping speech.
+    /// Without it, it drops frames, silent ones first, spaced by `min_drop_interval`.
+    /// Default true.
+    pub time_stretch: bool,
+    /// With time stretching, how far above target the delay must stay, for `shrink_patience`,
+    /// before the buffer starts to shrink it; it then shrinks it to within half this of the
+    /// target. Default 20 ms, a frame: like dropping frames, it keeps the delay between the
+    /// target and a frame above, so that the frame after a late one is usually there for FEC.
+    pub shrink_threshold: Duration,
+    /// Without time stretching, the shortest interval between two speech frames dropped to
+    /// bring the delay down to target, so that a burst after a stall is shed a frame at a
+    /// time rather than skipped in one cut. Default 60 ms, which sheds at most a third of the
+    /// frames played.
     pub min_drop_interval: Duration,
-    /// How long the delay must stay at least one frame above target before a frame is
-    /// dropped. The wait shrinks in proportion to the excess (two frames over wait half as
-    /// long), down to `min_drop_interval`. It keeps small wobbles of the target from costing a
-    /// dropped frame and then a concealed one. Default 200 ms.
+    /// How long the delay must stay above target by `shrink_threshold` before the buffer
+    /// shrinks it, so that a wobble of the target costs nothing. Without time stretching the
+    /// wait shrinks in proportion to the excess (two frames over wait half as long), down to
+    /// `min_drop_interval`. Default 100 ms.
     pub shrink_patience: Duration,
 }
 
@@ -67,10 +93,14 @@ impl Default for JitterConfig {
             max_packets: 256,
             delay_quantile: 0.95,
             delay_margin: Duration::from_millis(5),
-            delay_memory: Duration::from_secs(20),
+            delay_memory: Duration::from_secs(4),
             baseline_window: Duration::from_secs(2),
+            peak_threshold: Duration::from_millis(60),
+            peak_period: Duration::ZERO,
+            time_stretch: true,
+            shrink_threshold: Duration::from_millis(20),
             min_drop_interval: Duration::from_millis(60),
-            shrink_patience: Duration::from_millis(200),
+            shrink_patience: Duration::from_millis(100),
         }
     }
 }
@@ -99,6 +129,12 @@ impl JitterConfig {
         }
         if self.delay_memory < self.frame_duration {
             return invalid("delay_memory", "must be at least one frame");
+        }
+        if self.delay_memory > Duration::from_secs(600) {
+            return invalid("delay_memory", "must be at most 10 minutes");
+        }
+        if self.peak_period > Duration::from_secs(600) {
+            return invalid("peak_period", "must be at most 10 minutes");
         }
         if self.baseline_window < self.frame_duration {
             return invalid("baseline_window", "must be at least one frame");

@@ -49,7 +49,7 @@ mod buffer;
 mod config;
 mod estimator;
 
-pub use buffer::{JitterBuffer, JitterStats, Playout};
+pub use buffer::{JitterBuffer, JitterStats, PacketFlags, Playout};
 pub use config::{JitterConfig, JitterError};
 
 #[cfg(feature = "sim")]

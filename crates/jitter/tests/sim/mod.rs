@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chinwag_jitter::sim::{Deliveries, Network};
-use chinwag_jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use chinwag_jitter::{JitterBuffer, JitterConfig, JitterStats, PacketFlags, Playout};
 use chinwag_proto::{MediaTimestamp, SeqNo};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -155,13 +155,20 @@ pub fn run_with(scenario: Scenario, mut inspect: impl FnMut(Duration, &JitterBuf
         while let Some(&(at, idx)) = deliveries.get(next_delivery).filter(|(at, _)| *at <= poll_at) {
             let packet = &sent[idx];
             let payload = (idx as u64).to_be_bytes().to_vec();
-            buffer.handle_packet(origin + at, packet.seq, packet.timestamp, packet.restart, payload);
+            let flags = PacketFlags { restart: packet.restart, silent: false };
+            buffer.handle_packet(origin + at, packet.seq, packet.timestamp, flags, payload);
             next_delivery += 1;
         }
         let playout = buffer.poll_playout(origin + poll_at);
         let stats = buffer.stats();
+        // A frame played time-compressed lasts a quarter less (a 5 ms pitch period out of a
+        // 20 ms frame): the next poll comes that much sooner.
+        let mut period = FRAME;
         let (kind, added_delay) = match playout {
-            Playout::Frame { seq, timestamp, payload } => {
+            Playout::Frame { seq, timestamp, payload, accelerate } => {
+                if accelerate {
+                    period = FRAME * 3 / 4;
+                }
                 let idx = u64::from_be_bytes(payload.try_into().expect("payloads are 8 bytes")) as usize;
                 let packet = &sent[idx];
                 assert_eq!(
@@ -194,7 +201,7 @@ pub fn run_with(scenario: Scenario, mut inspect: impl FnMut(Duration, &JitterBuf
             buffered: stats.buffered,
         });
         inspect(poll_at, &buffer);
-        poll_at += FRAME;
+        poll_at += period;
     }
     assert_eq!(next_delivery, deliveries.len(), "everything sent was delivered before the end");
     let first_played = polls.iter().position(|p| p.kind == Kind::Frame).unwrap_or(polls.len());
