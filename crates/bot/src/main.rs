@@ -78,6 +78,10 @@ struct Args {
     /// Video frames per second to send.
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
     video_fps: u32,
+    /// The least delay the jitter buffer keeps, in milliseconds (default 10): more rides out
+    /// a host's scheduling hiccups without a concealed frame, at that much more delay.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=250))]
+    jitter_min: Option<u64>,
 }
 
 fn main() {
@@ -128,6 +132,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         name => OutputSpec::Device(Some(name.to_owned())),
     };
     config.record_dir = args.record.clone();
+    if let Some(ms) = args.jitter_min {
+        config.jitter.min_delay = Duration::from_millis(ms);
+    }
     config.processing = ProcessingConfig {
         echo_cancellation: !args.no_aec,
         noise_suppression: !args.no_ns,
@@ -235,6 +242,8 @@ fn stats_json(stats: &CallStats) -> serde_json::Value {
                     "packets_lost": peer.packets_lost,
                     "packets_late": peer.packets_late,
                     "concealed_ms": peer.concealed_ms,
+                    "frames_dropped": peer.frames_dropped,
+                    "accelerated_ms": peer.accelerated_ms,
                     "fec_recovered": peer.fec_recovered,
                     "record_start_unix_us": peer.record_start_unix_us,
                     "jitter_buffer_ms": percentiles(peer.jitter_buffer_ms.percentiles()),

@@ -21,7 +21,19 @@ fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
     let listener = spawn_bot(
         &relay.url,
         "Listener",
-        &["--record", record.to_str().unwrap(), "--duration", "10", "--stats-json", b_json.to_str().unwrap()],
+        &[
+            "--record",
+            record.to_str().unwrap(),
+            "--duration",
+            "10",
+            "--stats-json",
+            b_json.to_str().unwrap(),
+            // This checks the path keeps speech intact, not the host: on a shared machine a
+            // 20-40 ms scheduling hiccup would cost a concealed frame at the 10 ms default,
+            // and one such frame moves PESQ by 0.5 (benchmarks measure the default).
+            "--jitter-min",
+            "40",
+        ],
         &[],
     );
     wait_for_participants(&relay, 1);
@@ -46,7 +58,7 @@ fn speech_arrives_intact_and_the_reported_delay_matches_the_recording() {
     assert!(sent.len() > 48_000, "espeak-ng made {} samples", sent.len());
     let (speaker_stats, listener_stats) = (stats(&a_json), stats(&b_json));
     let report = speech_report(&sent, &recorded, &speaker_stats, &listener_stats, "Speaker").unwrap();
-    eprintln!("{report:?}");
+    eprintln!("{report:?}\nlistener: {}", peer(&listener_stats, "Speaker")["audio"]);
     assert!(report.correlation > 0.8, "the recording does not match what was sent: {report:?}");
     assert!(
         (report.measured_ms - report.reported_p50_ms).abs() <= 10.0,

@@ -126,6 +126,8 @@ impl Playout {
             silent: payload.len() <= SILENT_PACKET_BYTES,
         };
         peer.jitter.handle_packet(arrived, header.seq, header.timestamp, flags, payload.to_vec());
+        // Counted at once, so that the stats taken when the peer leaves include its last packet.
+        peer.refresh_stats();
     }
 
     /// A gain for one peer, 0 (silent) to [`MAX_VOLUME`].
@@ -150,17 +152,7 @@ impl Playout {
                 *out += sample * peer.volume;
             }
             peer.stats.level = rms(&peer.tick);
-            let jitter = peer.jitter.stats();
-            let stats = &mut peer.stats;
-            stats.packets_received = jitter.packets_received;
-            stats.packets_lost = jitter.packets_lost;
-            stats.packets_late = jitter.packets_late;
-            stats.frames_dropped = jitter.frames_dropped;
-            stats.frames_accelerated = jitter.frames_accelerated;
-            stats.accelerated_ms = peer.removed_samples / 48;
-            stats.fec_recovered = jitter.fec_recovered;
-            stats.jitter_target = jitter.target_delay;
-            stats.concealed_ms = jitter.frames_concealed * jitter.frame_duration.as_millis() as u64;
+            peer.refresh_stats();
         }
         self.limiter.process(mix);
     }
@@ -185,6 +177,20 @@ impl Playout {
 }
 
 impl PeerAudio {
+    fn refresh_stats(&mut self) {
+        let jitter = self.jitter.stats();
+        let stats = &mut self.stats;
+        stats.packets_received = jitter.packets_received;
+        stats.packets_lost = jitter.packets_lost;
+        stats.packets_late = jitter.packets_late;
+        stats.frames_dropped = jitter.frames_dropped;
+        stats.frames_accelerated = jitter.frames_accelerated;
+        stats.accelerated_ms = self.removed_samples / 48;
+        stats.fec_recovered = jitter.fec_recovered;
+        stats.jitter_target = jitter.target_delay;
+        stats.concealed_ms = jitter.frames_concealed * jitter.frame_duration.as_millis() as u64;
+    }
+
     /// Decodes until a tick's worth of samples is ready.
     fn fill(&mut self, now: Instant, heard_at: Option<RelayTime>) {
         while self.decoded.len() < TICK_SAMPLES {
@@ -220,7 +226,7 @@ impl PeerAudio {
                 Ok(samples) if accelerate => {
                     // The buffer holds more than it needs: play this frame shorter, and the
                     // next poll comes that much sooner.
-                    self.removed_samples += stretch::accelerate(&samples, &mut self.stretched) as u64;
+                    self.removed_samples += stretch::accelerate(samples, &mut self.stretched) as u64;
                     self.decoded.extend(self.stretched.iter().copied());
                 }
                 Ok(samples) => self.decoded.extend(samples),

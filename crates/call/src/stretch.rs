@@ -91,7 +91,7 @@ mod tests {
         let frame = tone(200.0, 0.5, 960);
         let mut out = Vec::new();
         let removed = accelerate(&frame, &mut out);
-        assert!(removed % 240 == 0 && removed > 0, "removed {removed}");
+        assert!(removed.is_multiple_of(240) && removed > 0, "removed {removed}");
         assert_eq!(out.len(), 960 - removed);
         assert!(largest_step(&out) <= largest_step(&frame) * 1.05, "a click at the join");
     }

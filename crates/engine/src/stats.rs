@@ -63,6 +63,8 @@ pub struct PeerStats {
     pub packets_late: u64,
     /// Frames dropped unplayed to bring the delay back down.
     pub frames_dropped: u64,
+    /// Audio taken out by time compression to bring the delay back down, in milliseconds.
+    pub accelerated_ms: u64,
     pub concealed_ms: u64,
     pub fec_recovered: u64,
     pub audio_decode_errors: u64,
@@ -177,6 +179,7 @@ impl Board {
                     packets_lost: audio.packets_lost,
                     packets_late: audio.packets_late,
                     frames_dropped: audio.frames_dropped,
+                    accelerated_ms: audio.accelerated_ms,
                     concealed_ms: audio.concealed_ms,
                     fec_recovered: audio.fec_recovered,
                     audio_decode_errors: audio.decode_errors,
