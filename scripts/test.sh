@@ -15,7 +15,7 @@ step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "cores do no IO: no async runtime, sockets, devices or windows below them"
-for core in chinwag-proto chinwag-jitter chinwag-queue chinwag-call; do
+for core in chinwag-proto chinwag-jitter chinwag-queue chinwag-call chinwag-rate; do
     forbidden=$(cargo tree --locked -p "$core" -e normal --prefix none \
         | grep -E '^(tokio|mio|tungstenite|tokio-tungstenite|cpal|nokhwa|egui|eframe|winit) ' || true)
     if [ -n "$forbidden" ]; then

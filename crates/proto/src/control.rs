@@ -13,7 +13,13 @@ pub enum ClientMessage {
     /// The client's microphone or camera changed; the relay tells the others.
     State(StateUpdate),
     /// A clock probe; the relay answers with [`ServerMessage::Pong`] at once.
-    Ping { client_time_us: u64 },
+    Ping {
+        client_time_us: u64,
+        /// Bytes the client has received on this connection so far: the relay learns how fast
+        /// its link to this client really delivers. Absent from older clients.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        received_bytes: Option<u64>,
+    },
 }
 
 /// The `join` message: which room, under which name, with which password.
@@ -55,6 +61,10 @@ pub enum ServerMessage {
     Pong {
         client_time_us: u64,
         server_time_us: u64,
+        /// Bytes the relay has received from this client on this connection so far: the
+        /// client learns how fast its uplink really delivers. Absent from older relays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        received_bytes: Option<u64>,
     },
 }
 
@@ -274,8 +284,22 @@ mod tests {
             r#"{"type":"peer_state","id":9,"muted":true,"camera":false}"#
         );
         assert_eq!(
-            ServerMessage::Pong { client_time_us: 1, server_time_us: 2 }.to_json(),
+            ServerMessage::Pong { client_time_us: 1, server_time_us: 2, received_bytes: None }.to_json(),
             r#"{"type":"pong","client_time_us":1,"server_time_us":2}"#
+        );
+        // The byte counts are optional both ways: older peers neither send nor expect them.
+        let pong = ServerMessage::Pong { client_time_us: 1, server_time_us: 2, received_bytes: Some(3) };
+        assert_eq!(
+            pong.to_json(),
+            r#"{"type":"pong","client_time_us":1,"server_time_us":2,"received_bytes":3}"#
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping","client_time_us":5}"#).unwrap(),
+            ClientMessage::Ping { client_time_us: 5, received_bytes: None }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping","client_time_us":5,"received_bytes":6}"#).unwrap(),
+            ClientMessage::Ping { client_time_us: 5, received_bytes: Some(6) }
         );
     }
 

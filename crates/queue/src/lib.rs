@@ -218,6 +218,11 @@ impl<T: PartialEq> MediaQueue<T> {
         Some(queued)
     }
 
+    /// The video frame that would go next, left in place.
+    pub fn peek_video(&self) -> Option<&Queued<T>> {
+        self.video.front()
+    }
+
     /// Whether a control message or audio frame is waiting.
     pub fn has_urgent(&self) -> bool {
         !self.control.is_empty() || !self.audio.is_empty()

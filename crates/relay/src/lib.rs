@@ -19,8 +19,10 @@ pub mod config;
 mod http;
 pub mod limiter;
 mod metrics;
+pub mod pacer;
 pub mod rooms;
 pub mod server;
+mod socket;
 
 pub use config::{Config, ConfigError};
 pub use server::{Relay, RelayError};

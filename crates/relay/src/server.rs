@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,11 +40,18 @@ use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
 use crate::limiter::RateLimiter;
 use crate::metrics::{DropReason, Gauges, Metrics};
+use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
+use crate::socket::Unsent;
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
 const WRITE_BATCH: usize = 64;
+/// How often the relay pings a receiver it is sending video to: its link's round trip is what
+/// paces that video.
+const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
+/// How long after the last video frame those frequent pings go on.
+const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
 /// How long a closing connection may take to deliver its last error and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long the relay waits for connections to close on shutdown.
@@ -149,14 +156,10 @@ impl Relay {
 
     fn spawn_connection(&self, tcp: TcpStream, peer_addr: SocketAddr, stop: watch::Receiver<bool>) {
         let hub = Arc::clone(&self.hub);
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%peer_addr, %error, "cannot set TCP_NODELAY");
+        if let Err(error) = crate::socket::tune(&tcp, hub.config.socket_send_buffer) {
+            debug!(%peer_addr, %error, "cannot tune the socket");
         }
-        if let Some(bytes) = hub.config.socket_send_buffer
-            && let Err(error) = socket2::SockRef::from(&tcp).set_send_buffer_size(bytes)
-        {
-            debug!(%peer_addr, %error, "cannot set the send buffer size");
-        }
+        let unsent = Unsent::of(&tcp);
         if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
             hub.metrics.error_sent(ErrorCode::ServerFull);
             tokio::spawn(async move {
@@ -174,12 +177,14 @@ impl Relay {
         let tls = self.tls.clone();
         tokio::spawn(async move {
             let _guard = OpenConnection(Arc::clone(&hub));
+            // `unsent` reads the socket's queue by its descriptor: it is used only while the
+            // stream that owns the socket is alive, inside `serve`.
             match tls {
-                None => serve(tcp, hub, stop).await,
+                None => serve(tcp, hub, stop, unsent).await,
                 Some(acceptor) => {
                     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
                     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve(tls, hub, stop).await,
+                        Ok(Ok(tls)) => serve(tls, hub, stop, unsent).await,
                         Ok(Err(error)) => debug!(%peer_addr, %error, "TLS handshake failed"),
                         Err(_) => debug!(%peer_addr, "TLS handshake timed out"),
                     }
@@ -271,6 +276,10 @@ pub(crate) struct Link {
     /// Wakes the connection's task when the link is closing, so that a writer stuck on a full
     /// socket can be given up on.
     closed: Notify,
+    /// Bytes received from this participant, told back in pongs.
+    bytes_in: AtomicU64,
+    /// How much video this participant's link carries.
+    pacer: Mutex<VideoPacer>,
 }
 
 struct LinkState {
@@ -384,6 +393,8 @@ impl Hub {
             }),
             wake: Notify::new(),
             closed: Notify::new(),
+            bytes_in: AtomicU64::new(0),
+            pacer: Mutex::new(VideoPacer::new(Instant::now())),
         });
         let mut peers: Vec<Peer> = state.roster.peers(room).cloned().collect();
         peers.extend(joined.others.iter().cloned());
@@ -653,14 +664,37 @@ impl Link {
         }
     }
 
-    /// Moves up to [`WRITE_BATCH`] items into `batch`; returns why to close, once it is time.
-    fn take_batch(&self, batch: &mut Vec<Next<ParticipantId>>) -> Option<Closing> {
+    /// Moves up to [`WRITE_BATCH`] items into `batch`: control and audio, then at most one
+    /// video frame, if the kernel has room and the link's pace allows. Returns why to close,
+    /// once it is time, and how long until video held back may go.
+    fn take_batch(
+        &self,
+        batch: &mut Vec<Next<ParticipantId>>,
+        now: Instant,
+        unsent: &Unsent,
+    ) -> (Option<Closing>, Option<Duration>) {
         let mut state = lock(&self.state);
         while batch.len() < WRITE_BATCH {
-            let Some(out) = state.queue.poll_next() else { break };
+            let Some(out) = state.queue.poll_urgent() else { break };
             batch.push(out);
         }
-        state.closing.clone()
+        let mut video_wait = None;
+        if batch.len() < WRITE_BATCH
+            && let Some(len) = state.queue.peek_video().map(|queued| queued.frame.len())
+        {
+            let may_go = unsent.video_may_go();
+            let mut pacer = lock(&self.pacer);
+            pacer.handle_held(now, !may_go);
+            if !may_go {
+                video_wait = Some(Duration::from_millis(2));
+            } else {
+                match pacer.poll_video(now, len) {
+                    Ok(()) => batch.extend(state.queue.pop_video().map(Next::Media)),
+                    Err(wait) => video_wait = Some(wait),
+                }
+            }
+        }
+        (state.closing.clone(), video_wait)
     }
 }
 
@@ -681,7 +715,7 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
 }
 
 /// One connection from its first byte to its last.
-async fn serve<S>(stream: S, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
+async fn serve<S>(stream: S, hub: Arc<Hub>, mut stop: watch::Receiver<bool>, unsent: Unsent)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -737,7 +771,7 @@ where
         },
         _ = stop.changed() => return,
     };
-    run_call(joined, hub, stop).await;
+    run_call(joined, hub, stop, unsent).await;
 }
 
 struct JoinedConnection<S> {
@@ -863,15 +897,19 @@ fn close_frame(code: ErrorCode) -> CloseFrame {
 }
 
 /// A joined connection: read and write until either side ends, then leave the room.
-async fn run_call<S>(joined: JoinedConnection<S>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
-where
+async fn run_call<S>(
+    joined: JoinedConnection<S>,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+    unsent: Unsent,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let JoinedConnection { ws, link, fanout } = joined;
     let (sink, mut stream) = ws.split();
     let relay_closed = {
         let reader = read_loop(&mut stream, &link, &fanout, &hub);
-        let writer = write_loop(sink, &link, &hub);
+        let writer = write_loop(sink, &link, &hub, unsent);
         tokio::pin!(reader, writer);
         tokio::select! {
             ending = &mut reader => match ending {
@@ -947,6 +985,7 @@ where
             Ok(Some(Ok(message))) => message,
         };
         let now = Instant::now();
+        link.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
         if !limiter.handle_message(now, message.len()) {
             let message = format!(
                 "you sent more than {} messages or {} bytes per second",
@@ -957,9 +996,14 @@ where
         match message {
             Message::Binary(frame) => forward_media(now, frame, link, fanout, hub),
             Message::Text(text) => match parse_client_message(&text) {
-                Ok(ClientMessage::Ping { client_time_us }) => {
+                Ok(ClientMessage::Ping { client_time_us, received_bytes }) => {
+                    let server_time_us = hub.now_us();
+                    if let Some(bytes) = received_bytes {
+                        lock(&link.pacer).handle_received(server_time_us, bytes);
+                    }
+                    let received_bytes = Some(link.bytes_in.load(Ordering::Relaxed));
                     link.push_control(
-                        &ServerMessage::Pong { client_time_us, server_time_us: hub.now_us() },
+                        &ServerMessage::Pong { client_time_us, server_time_us, received_bytes },
                         hub,
                     );
                 }
@@ -974,7 +1018,14 @@ where
                 }
             },
             Message::Close(_) => return None,
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            // The answer to one of the relay's own pings, which carry its clock.
+            Message::Pong(payload) => {
+                if let Ok(sent) = <[u8; 8]>::try_from(payload.as_ref()) {
+                    let rtt = Duration::from_micros(hub.now_us().saturating_sub(u64::from_be_bytes(sent)));
+                    lock(&link.pacer).handle_rtt(now, rtt);
+                }
+            }
+            Message::Ping(_) | Message::Frame(_) => {}
         }
     }
 }
@@ -1008,25 +1059,44 @@ async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     link: &Link,
     hub: &Hub,
+    unsent: Unsent,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut next_ping = tokio::time::Instant::now() + hub.config.ping_interval;
+    let mut last_video: Option<Instant> = None;
     loop {
-        let closing = link.take_batch(&mut batch);
+        let now = Instant::now();
+        let (closing, video_wait) = link.take_batch(&mut batch, now, &unsent);
         let ping_due = tokio::time::Instant::now() >= next_ping;
         if batch.is_empty() && closing.is_none() && !ping_due {
+            let video_due = async {
+                match video_wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = link.wake.notified() => {}
                 () = tokio::time::sleep_until(next_ping) => {}
+                () = video_due => {}
             }
             continue;
         }
         let written = async {
             if ping_due {
-                next_ping = tokio::time::Instant::now() + hub.config.ping_interval;
-                sink.feed(Message::Ping(Bytes::new())).await?;
+                // While video flows, the pings that measure the receiver's link come often; the
+                // rest of the time they only keep the connection alive.
+                let video_recently =
+                    last_video.is_some_and(|at| now.saturating_duration_since(at) < VIDEO_PINGS_FOR);
+                let interval = if video_recently {
+                    VIDEO_PING_INTERVAL.min(hub.config.ping_interval)
+                } else {
+                    hub.config.ping_interval
+                };
+                next_ping = tokio::time::Instant::now() + interval;
+                sink.feed(Message::Ping(Bytes::copy_from_slice(&hub.now_us().to_be_bytes()))).await?;
             }
             for out in batch.drain(..) {
                 match out {
@@ -1035,6 +1105,10 @@ async fn write_loop<S>(
                         let len = frame.len();
                         sink.feed(Message::Binary(frame)).await?;
                         hub.metrics.sent(kind, len);
+                        if kind == MediaKind::Video {
+                            last_video = Some(now);
+                        }
+                        lock(&link.pacer).handle_written(now, len, kind == MediaKind::Audio);
                     }
                 }
             }

@@ -54,9 +54,9 @@ async fn join_welcome_and_presence() {
     bob.close().await;
     assert_eq!(ada.next_control(5 * SECOND).await.unwrap(), ServerMessage::PeerLeft { id: bob_welcome.id });
 
-    ada.send(&ClientMessage::Ping { client_time_us: 1234 }).await.unwrap();
+    ada.send(&ClientMessage::Ping { client_time_us: 1234, received_bytes: None }).await.unwrap();
     match ada.next_control(5 * SECOND).await.unwrap() {
-        ServerMessage::Pong { client_time_us, server_time_us } => {
+        ServerMessage::Pong { client_time_us, server_time_us, .. } => {
             assert_eq!(client_time_us, 1234);
             assert!(server_time_us >= ada_welcome.server_time_us);
         }
@@ -229,7 +229,7 @@ async fn silent_clients_are_closed_and_listening_ones_kept() {
     let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
     assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"timeout\"}"), Some(1), "{metrics}");
     assert_eq!(metric(&metrics, "chinwag_participants"), Some(1));
-    listening.send(&ClientMessage::Ping { client_time_us: 1 }).await.unwrap();
+    listening.send(&ClientMessage::Ping { client_time_us: 1, received_bytes: None }).await.unwrap();
     assert!(matches!(listening.next_control(5 * SECOND).await.unwrap(), ServerMessage::Pong { .. }));
 }
 

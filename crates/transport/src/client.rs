@@ -12,6 +12,7 @@ use chinwag_proto::{
     ServerMessage, StateUpdate, parse_server_message,
 };
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits};
+use chinwag_rate::LinkEstimator;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info};
 
+use crate::socket::{Unsent, VIDEO_GATE_BYTES};
 use crate::{RelayClock, TransportError, server_url};
 
 /// What may wait to be sent while the socket is busy. Audio older than half a second is
@@ -32,6 +34,8 @@ const EVENT_BACKLOG: usize = 2000;
 const VIDEO_BACKLOG: usize = 8;
 /// How long the TCP connection, TLS and the WebSocket upgrade may take together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a video frame held back by the kernel's unsent bytes checks again.
+const GATE_POLL: Duration = Duration::from_millis(2);
 /// How long leaving waits for the last queued messages and the goodbye to go out.
 const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// How long the relay has to answer `join`.
@@ -77,7 +81,9 @@ impl TransportConfig {
             name: name.into(),
             password: None,
             ca_file: None,
-            ping_interval: Duration::from_secs(1),
+            // Four times a second: once a second would do for the clock, but rate control
+            // needs to see a queue building within a fraction of a second.
+            ping_interval: Duration::from_millis(250),
             retry_first_connect: false,
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
@@ -136,6 +142,20 @@ pub struct TransportStats {
     pub video_received_dropped: u64,
     /// Bytes the socket accepted since the transport started.
     pub bytes_sent: u64,
+    /// Bytes received since the transport started.
+    pub bytes_received: u64,
+}
+
+/// What the way to the relay looks like now, for rate control.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkState {
+    /// How much longer than its quickest recent trip data takes to reach the relay now.
+    pub queue_delay: Option<Duration>,
+    /// Bits per second the relay received from us recently (or the socket took, from an older
+    /// relay that does not say).
+    pub delivered_bps: Option<f64>,
+    /// The smoothed round trip.
+    pub rtt: Option<Duration>,
 }
 
 /// A handle to one participant's connection. Dropping it leaves the room without waiting.
@@ -158,6 +178,9 @@ struct Shared {
     audio_received_dropped: AtomicU64,
     video_received_dropped: AtomicU64,
     bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    /// The uplink as this session has measured it.
+    link: Mutex<LinkEstimator>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +203,8 @@ impl Transport {
             audio_received_dropped: AtomicU64::new(0),
             video_received_dropped: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            link: Mutex::new(LinkEstimator::default()),
         });
         let (events_tx, events) = crossbeam_channel::unbounded();
         let (video_tx, video) = crossbeam_channel::bounded(VIDEO_BACKLOG);
@@ -267,6 +292,17 @@ impl Transport {
             audio_received_dropped: self.shared.audio_received_dropped.load(Ordering::Relaxed),
             video_received_dropped: self.shared.video_received_dropped.load(Ordering::Relaxed),
             bytes_sent: self.shared.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.shared.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The uplink as measured: queueing delay towards the relay and what it delivers.
+    pub fn link_state(&self) -> LinkState {
+        let link = lock(&self.shared.link);
+        LinkState {
+            queue_delay: link.queue_delay(),
+            delivered_bps: link.delivered_rate().map(|bytes| bytes * 8.0),
+            rtt: link.smoothed_rtt(),
         }
     }
 
@@ -441,7 +477,7 @@ async fn dial(url: &str) -> Result<TcpStream, TransportError> {
     for address in &addresses {
         match TcpStream::connect(address).await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
+                crate::socket::tune(&stream);
                 return Ok(stream);
             }
             Err(error) => last_error = Some(error),
@@ -558,6 +594,12 @@ async fn session(
     shared: &Shared,
     routes: &Routes,
 ) -> Ending {
+    let unsent = match socket.get_ref() {
+        MaybeTlsStream::Plain(tcp) => Some(Unsent::of(tcp)),
+        MaybeTlsStream::Rustls(tls) => Some(Unsent::of(tls.get_ref().0)),
+        _ => None,
+    };
+    *lock(&shared.link) = LinkEstimator::default();
     let (mut sink, mut stream) = socket.split();
     let pings: Mutex<VecDeque<(u64, Instant)>> = Mutex::new(VecDeque::new());
     let lost = |reason: String| TransportError::Lost { url: url.to_owned(), reason };
@@ -569,6 +611,7 @@ async fn session(
                     Ok(message) => message,
                     Err(error) => return lost(error.to_string()),
                 };
+                shared.bytes_received.fetch_add(message.len() as u64, Ordering::Relaxed);
                 match message {
                     Message::Binary(frame) => {
                         let arrived = Instant::now();
@@ -601,7 +644,7 @@ async fn session(
                         Ok(ServerMessage::PeerState(state)) => {
                             let _ = routes.events.send(TransportEvent::PeerState(state));
                         }
-                        Ok(ServerMessage::Pong { client_time_us, server_time_us }) => {
+                        Ok(ServerMessage::Pong { client_time_us, server_time_us, received_bytes }) => {
                             let received = Instant::now();
                             let sent = {
                                 let mut pings = lock(&pings);
@@ -612,6 +655,15 @@ async fn session(
                             };
                             if let Some(sent) = sent {
                                 lock(&shared.clock).handle_pong(sent, received, server_time_us);
+                                let mut link = lock(&shared.link);
+                                link.handle_rtt(received, received - sent);
+                                // The way out alone: the relay's clock when the ping arrived, minus
+                                // ours when it left (their offset cancels in the estimator).
+                                link.handle_one_way(received, server_time_us as i64 - client_time_us as i64);
+                                if let Some(bytes) = received_bytes {
+                                    link.handle_far_end(server_time_us, bytes);
+                                }
+                                drop(link);
                                 let _ = routes.events.send(TransportEvent::Rtt(received - sent));
                             }
                         }
@@ -638,20 +690,41 @@ async fn session(
                     return Ending::Left;
                 }
                 // One message at a time, most urgent first: audio queued while a video frame was
-                // being written goes before the next video frame.
-                let next = lock(&shared.queue).poll_next();
+                // being written goes before the next video frame. Video also waits while the
+                // kernel still holds unsent bytes, so that audio queued next is never stuck
+                // behind more than a few milliseconds of it there.
+                let (next, video_waiting) = {
+                    let mut queue = lock(&shared.queue);
+                    match queue.poll_urgent() {
+                        Some(next) => (Some(next), false),
+                        None if queue.queued_frames().1 == 0 => (None, false),
+                        None if video_gate_open(unsent.as_ref()) => {
+                            (queue.pop_video().map(Next::Media), false)
+                        }
+                        None => (None, true),
+                    }
+                };
                 let message = match next {
                     Some(Next::Control(text)) => Message::text(text),
                     Some(Next::Media(queued)) => Message::Binary(queued.frame),
                     None => {
+                        let gate = async {
+                            if video_waiting {
+                                tokio::time::sleep(GATE_POLL).await;
+                            } else {
+                                std::future::pending::<()>().await;
+                            }
+                        };
                         tokio::select! {
                             () = shared.wake.notified() => continue,
+                            () = gate => continue,
                             () = left(shared) => return Ending::Left,
                             _ = ping_timer.tick() => {
                                 let sent = Instant::now();
                                 let client_time_us = sent.duration_since(base).as_micros() as u64;
                                 lock(&pings).push_back((client_time_us, sent));
-                                Message::text(ClientMessage::Ping { client_time_us }.to_json())
+                                let received_bytes = Some(shared.bytes_received.load(Ordering::Relaxed));
+                                Message::text(ClientMessage::Ping { client_time_us, received_bytes }.to_json())
                             }
                         }
                     }
@@ -660,7 +733,8 @@ async fn session(
                 if let Err(error) = sink.send(message).await {
                     return Ending::Dropped(lost(error.to_string()));
                 }
-                shared.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                let total = shared.bytes_sent.fetch_add(len, Ordering::Relaxed) + len;
+                lock(&shared.link).handle_sent_total(Instant::now(), total);
             }
         };
         // A writer stuck on a socket that takes nothing is given up a moment after leaving.
@@ -693,6 +767,11 @@ async fn session(
         let _ = tokio::time::timeout(LEAVE_GRACE, goodbye).await;
     }
     ending
+}
+
+/// Whether the kernel's unsent bytes are few enough for a video frame to go.
+fn video_gate_open(unsent: Option<&Unsent>) -> bool {
+    unsent.and_then(Unsent::bytes).is_none_or(|bytes| bytes < VIDEO_GATE_BYTES)
 }
 
 #[cfg(test)]

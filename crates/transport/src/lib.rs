@@ -16,9 +16,12 @@
 mod address;
 mod client;
 mod clock;
+mod socket;
 
 pub use address::server_url;
-pub use client::{ReceivedMedia, ThreadSetup, Transport, TransportConfig, TransportEvent, TransportStats};
+pub use client::{
+    LinkState, ReceivedMedia, ThreadSetup, Transport, TransportConfig, TransportEvent, TransportStats,
+};
 pub use clock::RelayClock;
 
 use std::path::PathBuf;
