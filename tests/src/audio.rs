@@ -168,16 +168,24 @@ pub struct PulseServer {
 
 impl PulseServer {
     pub fn start(dir: &Path) -> anyhow::Result<PulseServer> {
+        Self::start_with_config(
+            dir,
+            "load-module module-null-sink sink_name=chinwag_null rate=48000 channels=1\n\
+             set-default-sink chinwag_null\n\
+             set-default-source chinwag_null.monitor\n",
+        )
+    }
+
+    /// A server whose sinks, sources and defaults are made by `commands` (lines of a
+    /// PulseAudio script, `load-module ...`, `set-default-sink ...`), after the socket.
+    pub fn start_with_config(dir: &Path, commands: &str) -> anyhow::Result<PulseServer> {
         std::fs::create_dir_all(dir)?;
         let socket = dir.join("native");
         let script = dir.join("chinwag.pa");
         std::fs::write(
             &script,
             format!(
-                "load-module module-native-protocol-unix socket={} auth-anonymous=1\n\
-                 load-module module-null-sink sink_name=chinwag_null rate=48000 channels=1\n\
-                 set-default-sink chinwag_null\n\
-                 set-default-source chinwag_null.monitor\n",
+                "load-module module-native-protocol-unix socket={} auth-anonymous=1\n{commands}",
                 socket.display()
             ),
         )?;
@@ -220,9 +228,126 @@ impl Drop for PulseServer {
     }
 }
 
+/// At least `seconds` of espeak-ng speech at 48 kHz, `text` repeated as often as needed and cut
+/// to exactly that length.
+pub fn speech_of_length(dir: &Path, text: &str, seconds: f64) -> anyhow::Result<Vec<f32>> {
+    let once = chinwag_capture::read_wav_48k_mono(&speech_wav(dir, text)?)?;
+    let wanted = (seconds * 48_000.0).round() as usize;
+    let repeats = wanted.div_ceil(once.len().max(1)).max(1);
+    let mut speech = if repeats == 1 {
+        once
+    } else {
+        chinwag_capture::read_wav_48k_mono(&speech_wav(dir, &vec![text; repeats].join(" "))?)?
+    };
+    speech.truncate(wanted);
+    Ok(speech)
+}
+
+/// Writes 48 kHz mono 16-bit PCM, as the bots' `--send-audio` and `paplay` read it.
+pub fn write_wav_48k_mono(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
+    let data_bytes = u32::try_from(samples.len() * 2).context("too long for a WAV file")?;
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_bytes).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&48_000u32.to_le_bytes());
+    out.extend_from_slice(&96_000u32.to_le_bytes()); // bytes per second
+    out.extend_from_slice(&2u16.to_le_bytes()); // bytes per frame
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_bytes.to_le_bytes());
+    for sample in to_i16(samples) {
+        out.extend_from_slice(&sample.to_le_bytes());
+    }
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// PESQ-WB (P.862.2) of `degraded` against `reference`, both 48 kHz and roughly lined up.
+pub fn pesq_wb_48k(reference: &[f32], degraded: &[f32]) -> anyhow::Result<f32> {
+    let reference = chinwag_codec::resample_all(reference, 48_000, 16_000)?;
+    let degraded = chinwag_codec::resample_all(degraded, 48_000, 16_000)?;
+    pesq::pesq_wb(&to_i16(&reference), &to_i16(&degraded)).map_err(|e| anyhow::anyhow!("PESQ: {e:?}"))
+}
+
+/// Where `sent[start..start + len]` is heard in `recording`: the best match within `search`
+/// samples either side of `expected` (a position in `recording`), and how well it matches.
+pub fn find_piece(
+    sent: &[f32],
+    start: usize,
+    len: usize,
+    recording: &[f32],
+    expected: usize,
+    search: usize,
+) -> Option<(usize, f32)> {
+    let piece = sent.get(start..(start + len).min(sent.len()))?;
+    let low = expected.saturating_sub(search);
+    let high = (expected + search + piece.len()).min(recording.len());
+    if high <= low + piece.len() {
+        return None;
+    }
+    let (lag, correlation) = best_lag(piece, &recording[low..high], high - low - piece.len());
+    Some((low + lag, correlation))
+}
+
+/// Per `window` of `sent` that holds speech (not near silence): where in `recording` it was
+/// heard, as `(position in sent, position in recording, correlation)`, searching `search`
+/// samples either side of where `whole_lag` (the whole file's alignment) puts it. Windows whose
+/// best match correlates below 0.5 are left out: they were not found, so they say nothing
+/// about the delay.
+pub fn piece_positions(
+    sent: &[f32],
+    recording: &[f32],
+    whole_lag: usize,
+    window: usize,
+    search: usize,
+) -> Vec<(usize, usize, f32)> {
+    let loudness = rms(sent);
+    (0..sent.len().saturating_sub(window / 2))
+        .step_by(window.max(1))
+        .filter(|&start| rms(&sent[start..(start + window).min(sent.len())]) > 0.3 * loudness)
+        .filter_map(|start| {
+            let (at, correlation) = find_piece(sent, start, window, recording, whole_lag + start, search)?;
+            (correlation >= 0.5).then_some((start, at, correlation))
+        })
+        .collect()
+}
+
+/// The `p` quantile (0 to 1) of `values`; NaN when empty.
+pub fn quantile(values: &[f64], p: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_are_found_where_they_were_put() {
+        let mut state = 1u32;
+        let sent: Vec<f32> = (0..48_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.5
+            })
+            .collect();
+        // Heard 1000 samples late, then (from 24 000 on) 480 samples later still.
+        let mut recording = vec![0.0; 1000];
+        recording.extend_from_slice(&sent[..24_000]);
+        recording.extend(vec![0.0; 480]);
+        recording.extend_from_slice(&sent[24_000..]);
+        let positions = piece_positions(&sent, &recording, 1000, 12_000, 2000);
+        let lags: Vec<usize> = positions.iter().map(|(start, at, _)| at - start).collect();
+        assert_eq!(lags, vec![1000, 1000, 1480, 1480]);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+    }
 
     #[test]
     fn lag_and_tone_detection_find_what_was_put_there() {
