@@ -240,7 +240,8 @@ impl PeerAudio {
     }
 }
 
-fn rms(samples: &[f32]) -> f32 {
+/// The RMS level of `samples`, 0 to 1.
+pub(crate) fn rms(samples: &[f32]) -> f32 {
     (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 

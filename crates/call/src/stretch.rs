@@ -3,6 +3,8 @@
 //! (cross-faded, so the waveform stays continuous and the pitch unchanged), or a few
 //! milliseconds of near silence; a frame where neither is safe is left alone.
 
+use crate::playout::rms;
+
 /// The shortest and longest pitch periods looked for, at 48 kHz: 2.5 ms (400 Hz) to 10 ms
 /// (100 Hz). A lower voice repeats at twice its period, which is also found.
 const MIN_LAG: usize = 120;
@@ -66,10 +68,6 @@ fn correlation(frame: &[f32], lag: usize, step: usize) -> f32 {
     }
     let energy = (first * second).sqrt();
     if energy <= f32::EPSILON { 0.0 } else { cross / energy }
-}
-
-fn rms(samples: &[f32]) -> f32 {
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
 #[cfg(test)]
