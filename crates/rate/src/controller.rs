@@ -63,6 +63,8 @@ const FAR_BELOW: f64 = 0.7;
 const CEILING: f64 = 0.85;
 /// While draining, a queue must shrink at least this much per hold to count as draining.
 const SHRINKING: Duration = Duration::from_millis(20);
+/// How far above the delivered rate the rate may climb.
+const DELIVERED_HEADROOM: f64 = 1.5;
 /// How long trouble is remembered at full strength; after that the ceiling lifts gradually.
 const MEMORY: Duration = Duration::from_secs(30);
 
@@ -148,6 +150,12 @@ impl RateController {
                 // Never climb past the ceiling, but never fall because of it either.
                 next = next.min(ceiling.max(self.target));
             }
+            // Nor far past what the link is seen to deliver: until the sender uses a rate, it
+            // says nothing about the link, and a queue takes a moment to show (WebRTC's
+            // acknowledged-rate bound).
+            if let Some(delivered) = signals.delivered_bps.filter(|bps| *bps > 0.0) {
+                next = next.min((delivered * DELIVERED_HEADROOM).max(self.target));
+            }
             self.target = next;
         }
         self.target = self.target.clamp(self.config.min_bps, self.config.max_bps);
@@ -170,5 +178,32 @@ impl RateController {
     /// How many times the link was found overused.
     pub fn overuses(&self) -> u64 {
         self.overuses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_climbs_no_further_than_half_again_what_the_link_delivers() {
+        let start = Instant::now();
+        let mut controller =
+            RateController::new(RateConfig { start_bps: 400_000.0, ..RateConfig::default() });
+        let calm = |delivered: f64| LinkSignals {
+            queue_delay: Some(Duration::ZERO),
+            delivered_bps: Some(delivered),
+            backlog: false,
+        };
+        for step in 0..=100u32 {
+            controller.handle_signals(start + step * Duration::from_millis(100), calm(500_000.0));
+        }
+        assert_eq!(controller.target_bps(), 750_000.0, "a sender using 0.5 Mb/s learns nothing above it");
+        // Once the sender uses more, the rate climbs with it.
+        for step in 101..=200u32 {
+            let used = controller.target_bps();
+            controller.handle_signals(start + step * Duration::from_millis(100), calm(used));
+        }
+        assert!(controller.target_bps() > 5_000_000.0, "{}", controller.target_bps());
     }
 }

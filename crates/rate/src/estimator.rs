@@ -12,6 +12,10 @@ const RATE_WINDOW: Duration = Duration::from_millis(500);
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(30);
 /// How far back the far end's counts look.
 const FAR_END_WINDOW: Duration = Duration::from_millis(1000);
+/// The queueing delay is the least excess over this long: a queue that stands, not the one a
+/// single large frame makes for a moment (a 20 kB picture holds a 1 Mb/s link for 160 ms, and
+/// a ping behind it sees all of that, though the link keeps up). Two pings' worth.
+const STANDING_WINDOW: Duration = Duration::from_millis(500);
 /// How much a new round trip counts in the smoothed one.
 const RTT_GAIN: f64 = 0.3;
 
@@ -21,6 +25,8 @@ const RTT_GAIN: f64 = 0.3;
 struct Delays {
     /// Samples that could still be the minimum, oldest first, as (when, value).
     window: VecDeque<(Instant, i64)>,
+    /// Every sample of the last [`STANDING_WINDOW`], oldest first.
+    recent: VecDeque<(Instant, i64)>,
     smoothed: Option<f64>,
 }
 
@@ -34,9 +40,14 @@ impl Delays {
             self.window.pop_back();
         }
         self.window.push_back((now, value));
+        while self.recent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > STANDING_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, value));
         let value = value as f64;
         self.smoothed = Some(match self.smoothed {
-            // Rises are taken at once (they are what the controller must see), falls smoothed.
+            // Rises are taken at once, falls smoothed: the round trip a person is shown.
             Some(smoothed) if value < smoothed => smoothed * (1.0 - RTT_GAIN) + value * RTT_GAIN,
             _ => value,
         });
@@ -46,10 +57,11 @@ impl Delays {
         self.window.front().map(|(_, value)| *value)
     }
 
-    /// How far above the minimum the smoothed value is.
+    /// How far above the minimum every sample of the last [`STANDING_WINDOW`] is.
     fn excess(&self) -> Option<Duration> {
-        let excess = self.smoothed? - self.min()? as f64;
-        Some(Duration::from_micros(excess.max(0.0) as u64))
+        let standing = self.recent.iter().map(|(_, value)| *value).min()?;
+        let excess = standing - self.min()?;
+        Some(Duration::from_micros(excess.max(0) as u64))
     }
 }
 
@@ -185,9 +197,29 @@ mod tests {
         // Far-end clock 5 s ahead of ours; the way out takes 20 ms, then 120 ms (a queue).
         link.handle_one_way(start, 5_020_000);
         link.handle_rtt(start, 40 * MS);
-        link.handle_one_way(start + 250 * MS, 5_120_000);
-        // The way back got slow too, but that is not this direction's queue.
-        link.handle_rtt(start + 250 * MS, 400 * MS);
+        for step in 1..=3u32 {
+            link.handle_one_way(start + step * 250 * MS, 5_120_000);
+            // The way back got slow too, but that is not this direction's queue.
+            link.handle_rtt(start + step * 250 * MS, 400 * MS);
+        }
+        assert_eq!(link.queue_delay(), Some(100 * MS));
+    }
+
+    #[test]
+    fn one_late_ping_behind_a_large_frame_is_no_queue_and_a_standing_one_is() {
+        let start = Instant::now();
+        let mut link = LinkEstimator::default();
+        link.handle_rtt(start, 40 * MS);
+        link.handle_rtt(start + 250 * MS, 40 * MS);
+        // A ping that waited behind a 20 kB picture on a 1 Mb/s link; the next is quick again.
+        link.handle_rtt(start + 500 * MS, 200 * MS);
+        assert_eq!(link.queue_delay(), Some(Duration::ZERO));
+        link.handle_rtt(start + 750 * MS, 41 * MS);
+        assert_eq!(link.queue_delay(), Some(Duration::ZERO));
+        // A queue that stands for half a second and more is seen.
+        for step in 4..=6u32 {
+            link.handle_rtt(start + step * 250 * MS, 140 * MS);
+        }
         assert_eq!(link.queue_delay(), Some(100 * MS));
     }
 
