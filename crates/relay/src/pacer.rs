@@ -42,6 +42,7 @@ pub struct VideoPacer {
     audio_window: (Instant, u64),
     audio_bps: f64,
     video_bps: f64,
+    logged: Option<Instant>,
 }
 
 impl VideoPacer {
@@ -56,6 +57,7 @@ impl VideoPacer {
             audio_window: (now, 0),
             audio_bps: 0.0,
             video_bps: RATE.start_bps,
+            logged: None,
         }
     }
 
@@ -103,6 +105,16 @@ impl VideoPacer {
             backlog,
         };
         let total = self.controller.handle_signals(now, signals);
+        if self.logged.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1)) {
+            self.logged = Some(now);
+            tracing::debug!(
+                target_kbps = total / 1000.0,
+                queue_ms = signals.queue_delay.map(|d| d.as_secs_f64() * 1000.0),
+                delivered_kbps = signals.delivered_bps.map(|bps| bps / 1000.0),
+                backlog,
+                "receiver's video pace"
+            );
+        }
         self.video_bps = (total - self.audio_bps).max(RATE.min_bps);
         let bytes_per_second = self.video_bps / 8.0;
         let elapsed = self.refilled.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));

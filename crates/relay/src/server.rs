@@ -1107,6 +1107,9 @@ async fn write_loop<S>(
                         hub.metrics.sent(kind, len);
                         if kind == MediaKind::Video {
                             last_video = Some(now);
+                            // Video has started: measuring the link cannot wait for the next
+                            // keep-alive, which may be seconds away.
+                            next_ping = next_ping.min(tokio::time::Instant::now() + VIDEO_PING_INTERVAL);
                         }
                         lock(&link.pacer).handle_written(now, len, kind == MediaKind::Audio);
                     }
