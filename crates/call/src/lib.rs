@@ -5,8 +5,10 @@
 //! ([`VoiceSender`]); on the way in, one jitter buffer and Opus decoder per peer, mixing with
 //! per-peer volume under a limiter, and mouth-to-ear measured per played frame ([`Playout`]),
 //! with speech time-compressed when a jitter buffer holds more than it needs ([`stretch`]);
-//! holding each peer's video until the audio captured with it is heard ([`LipSync`]); and the
-//! bounded percentile sketches the statistics are kept in ([`Sketch`]).
+//! holding each peer's video until the audio captured with it is heard ([`LipSync`]); turning
+//! the rate the link carries into the frame rate, size and quality of outgoing video
+//! ([`VideoRate`]); and the bounded percentile sketches the statistics are kept in
+//! ([`Sketch`]).
 //!
 //! It deliberately reads no clock, opens no device or socket and starts no thread: every
 //! input comes with its `now` (`handle_*`) and every output is asked for (`poll_*`), so that
@@ -19,6 +21,7 @@ mod playout;
 mod sketch;
 mod stamp;
 pub mod stretch;
+mod video_rate;
 mod voice;
 
 pub use lipsync::LipSync;
@@ -26,4 +29,5 @@ pub use mix::Limiter;
 pub use playout::{MAX_VOLUME, PeerAudioStats, Playout, TICK_SAMPLES};
 pub use sketch::{Percentiles, Sketch};
 pub use stamp::MediaStamper;
+pub use video_rate::{VideoLevel, VideoRate};
 pub use voice::VoiceSender;

@@ -3,8 +3,8 @@
 //! This crate owns a call's threads and what connects them: the send thread (audio source →
 //! voice processing → [`chinwag_call::VoiceSender`] → transport), the playout thread
 //! (transport → [`chinwag_call::Playout`] → sink, with per-peer recordings), the video send
-//! thread (source → adaptation → JPEG → transport) and the video decoder (transport → JPEG →
-//! [`chinwag_call::LipSync`] → the newest frame per peer). One [`Call`] handle takes
+//! thread (source → [`chinwag_call::VideoRate`] → JPEG → transport) and the video decoder
+//! (transport → JPEG → [`chinwag_call::LipSync`] → the newest frame per peer). One [`Call`] handle takes
 //! [`Command`]s, each routed straight to the thread it concerns, and gives [`CallEvent`]s
 //! (waking the caller through [`CallConfig::waker`]); [`Call::stats`] reads the figures the
 //! threads publish without taking any lock they hold. The app and the bot use it alike and
@@ -16,7 +16,6 @@
 //! on the network (sending only queues), and nothing a caller does waits on a thread of the
 //! call: dropping a [`Call`] or sending it a command never blocks.
 
-mod adapt;
 mod devices;
 mod play;
 mod priority;
@@ -35,7 +34,6 @@ use chinwag_jitter::JitterConfig;
 use chinwag_transport::Transport;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use adapt::{VideoAdapter, VideoLevel};
 pub use chinwag_call::{MAX_VOLUME, Percentiles, Sketch};
 pub use chinwag_capture::DeviceTrouble;
 pub use chinwag_codec::{FrameDuration, ProcessingConfig, VideoFrame, VoiceConfig};

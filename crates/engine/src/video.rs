@@ -1,4 +1,4 @@
-//! Video: the send thread (source → adaptation → JPEG → transport) and the decode worker
+//! Video: the send thread (source → rate control → JPEG → transport) and the decode worker
 //! (the connection's video frames → JPEG → the call core's [`LipSync`] per peer → the newest
 //! frame due, for the screen).
 
@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chinwag_call::{LipSync, MediaStamper};
+use chinwag_call::{LipSync, MediaStamper, VideoRate};
 use chinwag_capture::{CameraSource, ClipSource, FrameContent, TestPatternSource, VideoSource};
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
 use chinwag_proto::{MediaKind, ParticipantId};
+use chinwag_rate::{LinkSignals, RateConfig};
 use chinwag_transport::ReceivedMedia;
 use crossbeam_channel::{Receiver, select};
 use tracing::warn;
 
-use crate::adapt::VideoAdapter;
 use crate::stats::VideoPart;
 use crate::{CallEvent, Events, Shared, file_name};
 
@@ -53,6 +53,11 @@ pub(crate) enum VideoCommand {
     Input(VideoInput),
     Leave,
 }
+
+/// Where video's rate starts before the link has shown what it carries: enough for a
+/// camera-like 640×480 picture at 15 fps, little enough not to flood a home uplink while the
+/// controller finds it (it climbs by half again each second).
+const START_BPS: f64 = 1_000_000.0;
 
 /// How often the decoder publishes its figures.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -90,11 +95,12 @@ pub(crate) fn run_send(
     let mut source: Option<Box<dyn VideoSource>> = None;
     let mut encoder = JpegEncoder::new(DEFAULT_JPEG_QUALITY).expect("the default quality is valid");
     let mut decoder = JpegDecoder::default();
-    let mut adapter = VideoAdapter::new(DEFAULT_JPEG_QUALITY);
+    let mut rate = new_rate(&settings);
+    let mut replaced_seen = shared.transport.stats().video_replaced;
     let mut stamper = MediaStamper::new(MediaKind::Video);
     let mut packet = Vec::new();
     let mut first_capture: Option<Instant> = None;
-    let mut frame_idx = 0u64;
+    let mut logged = Instant::now();
     loop {
         let wait = if input == VideoInput::None || !shared.transport.is_connected() {
             Duration::from_millis(20)
@@ -107,6 +113,8 @@ pub(crate) fn run_send(
                 source = None;
                 first_capture = None;
                 stamper.restart();
+                // Another source costs other bytes: learn them afresh.
+                rate = new_rate(&settings);
                 continue;
             }
             Ok(VideoCommand::Leave) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
@@ -143,29 +151,39 @@ pub(crate) fn run_send(
             }
         };
         let now = Instant::now();
-        let level =
-            adapter.handle_send_state(now, shared.transport.stats().video_replaced, shared.transport.rtt());
-        frame_idx += 1;
-        if !frame_idx.is_multiple_of(u64::from(level.fps_divisor)) {
+        let link = shared.transport.link_state();
+        let replaced = shared.transport.stats().video_replaced;
+        let backlog = replaced > replaced_seen;
+        replaced_seen = replaced;
+        rate.handle_link(
+            now,
+            LinkSignals { queue_delay: link.queue_delay, delivered_bps: link.delivered_bps, backlog },
+        );
+        let (source_width, source_height) = match &captured.content {
+            FrameContent::Jpeg { width, height, .. } => (*width, *height),
+            FrameContent::Rgba(frame) => (frame.width, frame.height),
+        };
+        let Some(level) = rate.poll_frame(now, u64::from(source_width) * u64::from(source_height)) else {
             continue;
-        }
-        let raw = match (captured.content, level) {
-            // The camera's own JPEG goes out as it is while nothing needs changing.
-            (FrameContent::Jpeg { data, .. }, level)
-                if level.size_divisor == 1 && level.quality == DEFAULT_JPEG_QUALITY =>
-            {
+        };
+        let best = level.size_divisor == 1 && level.quality == DEFAULT_JPEG_QUALITY;
+        let raw = match captured.content {
+            // The camera's own JPEG goes out as it is while the budget has room for the best:
+            // the rate control has learnt what its frames cost from the frames sent.
+            FrameContent::Jpeg { data, .. } if best => {
                 packet = data;
                 None
             }
-            (FrameContent::Jpeg { data, .. }, _) => match decoder.decode(&data) {
+            FrameContent::Jpeg { data, .. } => match decoder.decode(&data) {
                 Ok(frame) => Some(frame),
                 Err(error) => {
                     warn!(%error, "the camera sent a frame that does not decode");
                     continue;
                 }
             },
-            (FrameContent::Rgba(frame), _) => Some(frame),
+            FrameContent::Rgba(frame) => Some(frame),
         };
+        let mut sent_pixels = u64::from(source_width) * u64::from(source_height);
         if let Some(frame) = raw {
             let frame = if level.size_divisor > 1 {
                 scale(
@@ -176,12 +194,28 @@ pub(crate) fn run_send(
             } else {
                 frame
             };
+            sent_pixels = u64::from(frame.width) * u64::from(frame.height);
             let _ = encoder.set_quality(level.quality);
             if let Err(error) = encoder.encode(&frame, &mut packet) {
                 warn!(%error, "could not encode a video frame");
                 continue;
             }
             *lock(&shared.video.preview) = Some(Arc::new(frame));
+        }
+        rate.handle_frame_sent(level, sent_pixels, packet.len());
+        if now.saturating_duration_since(logged) >= Duration::from_secs(1) {
+            logged = now;
+            tracing::debug!(
+                target_kbps = rate.video_bps() / 1000.0,
+                fps = level.fps,
+                quality = level.quality,
+                size_divisor = level.size_divisor,
+                frame_bytes = packet.len(),
+                queue_ms = link.queue_delay.map(|d| d.as_secs_f64() * 1000.0),
+                delivered_kbps = link.delivered_bps.map(|bps| bps / 1000.0),
+                backlog,
+                "video rate"
+            );
         }
         let Some(capture_time) = shared.transport.relay_time(captured.captured_at) else { continue };
         let first = *first_capture.get_or_insert(captured.captured_at);
@@ -193,6 +227,11 @@ pub(crate) fn run_send(
         shared.board.video_frames_sent.fetch_add(1, Relaxed);
         shared.board.video_bytes_sent.fetch_add(packet.len() as u64, Relaxed);
     }
+}
+
+fn new_rate(settings: &VideoSettings) -> VideoRate {
+    let config = RateConfig { start_bps: START_BPS, ..RateConfig::default() };
+    VideoRate::new(config, settings.fps, DEFAULT_JPEG_QUALITY)
 }
 
 fn open_source(input: &VideoInput, settings: &VideoSettings) -> Result<Box<dyn VideoSource>, String> {
