@@ -4,11 +4,15 @@
 //! here reaches beyond loopback.
 
 pub mod audio;
+pub mod clip;
 pub mod display;
+pub mod link;
+pub mod linkcall;
 pub mod load;
 pub mod nats;
 pub mod throttle;
 
+pub use link::{Direction, LinkConfig, LinkEmulator};
 pub use nats::NatsServer;
 pub use throttle::ThrottledProxy;
 

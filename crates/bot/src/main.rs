@@ -174,6 +174,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let call = Call::start(config)?;
     let deadline = args.duration.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
     let mut joined = false;
+    // Times the connection was lost and retried: a link test's disconnects.
+    let mut disconnects = 0u64;
     loop {
         let wait =
             deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
@@ -188,6 +190,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("chinwag-bot: {verb} room \"{room}\" as {id} with {} others", peers.len());
             }
             Ok(CallEvent::Reconnecting { error, retry_in }) => {
+                disconnects += 1;
                 eprintln!("chinwag-bot: {error}; retrying in {:.1} s", retry_in.as_secs_f64());
             }
             Ok(CallEvent::VideoStopped { error }) => {
@@ -218,7 +221,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let stats = call.stats();
     if let Some(path) = &args.stats_json {
-        let text = serde_json::to_string_pretty(&stats_json(&stats)).expect("JSON of numbers and strings");
+        let text = serde_json::to_string_pretty(&stats_json(&stats, disconnects))
+            .expect("JSON of numbers and strings");
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
@@ -228,7 +232,7 @@ fn percentiles(p: Percentiles) -> serde_json::Value {
     json!({ "p50": p.p50, "p95": p.p95, "count": p.count })
 }
 
-fn stats_json(stats: &CallStats) -> serde_json::Value {
+fn stats_json(stats: &CallStats, disconnects: u64) -> serde_json::Value {
     let peers: Vec<_> = stats
         .peers
         .iter()
@@ -270,6 +274,7 @@ fn stats_json(stats: &CallStats) -> serde_json::Value {
         "video_frames_sent": stats.video_frames_sent,
         "video_bytes_sent": stats.video_bytes_sent,
         "rtt_ms": percentiles(stats.rtt_ms.percentiles()),
+        "disconnects": disconnects,
         "peers": peers,
     })
 }
