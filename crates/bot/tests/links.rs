@@ -100,6 +100,10 @@ fn a_slow_receiver_keeps_its_voice_and_gets_fewer_frames_without_being_disconnec
         slow.video_kbps < fast.video_kbps / 2.0,
         "the slow receiver's video was not thinned: {outcome:?}"
     );
+    assert!(
+        slow.video_width < fast.video_width,
+        "the slow receiver was not given the small layer: {outcome:?}"
+    );
     assert!(fast.video_fps >= 10.0, "the fast receiver was held back: {fast:?}");
     assert!(fast.speech_lost <= 0.05 && fast.m2e_p95_ms <= 200.0, "{fast:?}");
     std::fs::remove_dir_all(dir).unwrap();

@@ -53,7 +53,7 @@ const COST_WEIGHT: f64 = 0.2;
 /// The most one frame may take of the link, in time at the controller's rate (a little under
 /// the link's): voice that queues behind a frame waits for all of it, so this is what video
 /// may add to voice's delay on a slow link.
-const FRAME_TIME: Duration = Duration::from_millis(50);
+const FRAME_TIME: Duration = Duration::from_millis(40);
 /// Kept for voice (40 kb/s of Opus and its headers) out of the controller's rate.
 const VOICE_BPS: f64 = 50_000.0;
 
@@ -83,6 +83,8 @@ pub struct VideoRate {
     level: VideoLevel,
     /// When the next frame may go, at the level's frame rate.
     next_frame_at: Option<Instant>,
+    /// Spent on other video (the small layer), in bits per second.
+    reserved_bps: f64,
 }
 
 fn size_class(divisor: u32) -> usize {
@@ -105,6 +107,7 @@ impl VideoRate {
             cost: [None; 3],
             level: VideoLevel { fps: source_fps, quality: best_quality, size_divisor: 1 },
             next_frame_at: None,
+            reserved_bps: 0.0,
         };
         rate.level = rate.choose(0);
         rate
@@ -146,9 +149,16 @@ impl VideoRate {
         *cost = Some(cost.map_or(per_pixel, |old| old + COST_WEIGHT * (per_pixel - old)));
     }
 
-    /// The rate the controller allows video now, in bits per second.
+    /// The rate the controller allows this video now, in bits per second: what it finds, less
+    /// voice and whatever else is reserved.
     pub fn video_bps(&self) -> f64 {
-        (self.controller.target_bps() - VOICE_BPS).max(self.controller.target_bps() / 2.0)
+        let target = self.controller.target_bps();
+        (target - VOICE_BPS - self.reserved_bps).max(target / 4.0)
+    }
+
+    /// Sets aside `bps` of the rate for other video (a small layer sent beside this one).
+    pub fn set_reserved_bps(&mut self, bps: f64) {
+        self.reserved_bps = bps.max(0.0);
     }
 
     pub fn level(&self) -> VideoLevel {

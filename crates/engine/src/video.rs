@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chinwag_call::{LipSync, MediaStamper, VideoRate};
 use chinwag_capture::{CameraSource, ClipSource, FrameContent, TestPatternSource, VideoSource};
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
-use chinwag_proto::{MediaKind, ParticipantId};
+use chinwag_proto::{MediaFlags, MediaKind, ParticipantId};
 use chinwag_rate::{LinkSignals, RateConfig};
 use chinwag_transport::ReceivedMedia;
 use crossbeam_channel::{Receiver, select};
@@ -59,6 +59,16 @@ pub(crate) enum VideoCommand {
 /// controller finds it (it climbs by half again each second).
 const START_BPS: f64 = 1_000_000.0;
 
+/// The small layer, sent beside the full one for receivers whose downlink cannot carry it:
+/// a quarter of the width and height (160×120 from 640×480, about 3 kB of camera picture) at
+/// up to 10 frames a second.
+const SMALL_DIVISOR: u32 = 4;
+const SMALL_QUALITY: u8 = 70;
+const SMALL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A peer's small layer is not shown while its full one arrived this recently.
+const FULL_LAYER_HOLD: Duration = Duration::from_secs(1);
+
 /// How often the decoder publishes its figures.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
@@ -98,6 +108,10 @@ pub(crate) fn run_send(
     let mut rate = new_rate(&settings);
     let mut replaced_seen = shared.transport.stats().video_replaced;
     let mut stamper = MediaStamper::new(MediaKind::Video);
+    let mut small_stamper = MediaStamper::new(MediaKind::Video);
+    let mut small_encoder = JpegEncoder::new(SMALL_QUALITY).expect("the small layer's quality is valid");
+    let mut small_packet = Vec::new();
+    let mut next_small_at: Option<Instant> = None;
     let mut packet = Vec::new();
     let mut first_capture: Option<Instant> = None;
     let mut logged = Instant::now();
@@ -113,6 +127,7 @@ pub(crate) fn run_send(
                 source = None;
                 first_capture = None;
                 stamper.restart();
+                small_stamper.restart();
                 // Another source costs other bytes: learn them afresh.
                 rate = new_rate(&settings);
                 continue;
@@ -184,6 +199,8 @@ pub(crate) fn run_send(
             FrameContent::Rgba(frame) => Some(frame),
         };
         let mut sent_pixels = u64::from(source_width) * u64::from(source_height);
+        // The picture as sent, kept for the small layer and the preview.
+        let mut sent_frame = None;
         if let Some(frame) = raw {
             let frame = if level.size_divisor > 1 {
                 scale(
@@ -200,7 +217,9 @@ pub(crate) fn run_send(
                 warn!(%error, "could not encode a video frame");
                 continue;
             }
-            *lock(&shared.video.preview) = Some(Arc::new(frame));
+            let frame = Arc::new(frame);
+            *lock(&shared.video.preview) = Some(Arc::clone(&frame));
+            sent_frame = Some(frame);
         }
         rate.handle_frame_sent(level, sent_pixels, packet.len());
         if now.saturating_duration_since(logged) >= Duration::from_secs(1) {
@@ -226,6 +245,30 @@ pub(crate) fn run_send(
         }
         shared.board.video_frames_sent.fetch_add(1, Relaxed);
         shared.board.video_bytes_sent.fetch_add(packet.len() as u64, Relaxed);
+        // The small layer, for receivers on slow downlinks, while the full one is not small
+        // itself.
+        if level.size_divisor >= SMALL_DIVISOR {
+            rate.set_reserved_bps(0.0);
+        } else if next_small_at.is_none_or(|at| now >= at) {
+            next_small_at = Some(now + SMALL_INTERVAL);
+            let picture = match sent_frame {
+                Some(frame) => Some(frame),
+                // The camera's own JPEG went out: decode it for this.
+                None => decoder.decode(&packet).ok().map(Arc::new),
+            };
+            let Some(picture) = picture else { continue };
+            let (width, height) =
+                ((source_width / SMALL_DIVISOR).max(16), (source_height / SMALL_DIVISOR).max(16));
+            if small_encoder.encode(&scale(&picture, width, height), &mut small_packet).is_err() {
+                continue;
+            }
+            let mut header = small_stamper.stamp(ticks, capture_time);
+            header.flags = header.flags.with(MediaFlags::SMALL);
+            if shared.transport.send_media(&header, &small_packet) {
+                shared.board.video_bytes_sent.fetch_add(small_packet.len() as u64, Relaxed);
+            }
+            rate.set_reserved_bps(small_packet.len() as f64 * 8.0 / SMALL_INTERVAL.as_secs_f64());
+        }
     }
 }
 
@@ -258,12 +301,24 @@ pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Op
     let mut part = VideoPart::default();
     // The last JPEG received from each peer, as received, for `--record`.
     let mut last_jpegs: HashMap<ParticipantId, Bytes> = HashMap::new();
+    // When each peer's last full-layer frame arrived: its small layer is shown only without.
+    let mut last_full: HashMap<ParticipantId, Instant> = HashMap::new();
     let mut published = Instant::now();
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(frames) -> received => match received {
-                Ok(received) => decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received),
+                Ok(received) => {
+                    let now = Instant::now();
+                    let sender = received.header.sender;
+                    if !received.header.flags.contains(MediaFlags::SMALL) {
+                        last_full.insert(sender, now);
+                    } else if last_full.get(&sender).is_some_and(|at| now.saturating_duration_since(*at) < FULL_LAYER_HOLD) {
+                        // A relay that forwards both layers: the full one is shown.
+                        continue;
+                    }
+                    decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received);
+                }
                 Err(_) => break,
             },
             default(PUBLISH_EVERY) => {}

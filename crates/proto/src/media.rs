@@ -66,6 +66,11 @@ impl MediaFlags {
     /// The sender (re)started this stream: sequence numbers and timestamps start afresh, and a
     /// receiver should reset its state for this sender rather than wait for the old sequence.
     pub const RESTART: u8 = 0x01;
+    /// A video frame of the sender's small layer: the same picture as its full frames, much
+    /// smaller, for receivers whose downlink cannot carry the full ones without delaying their
+    /// voice. The relay forwards one layer to each receiver; a receiver that gets both (from
+    /// a relay that does not choose) shows the full one.
+    pub const SMALL: u8 = 0x02;
 
     pub const fn contains(self, bit: u8) -> bool {
         self.0 & bit == bit

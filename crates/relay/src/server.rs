@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chinwag_proto::{
-    ClientMessage, ErrorCode, MediaKind, ParticipantId, Peer, ProtoError, ServerMessage, Welcome, close_code,
-    parse_client_message, rewrite_sender_id, validate_name, validate_password, validate_room,
+    ClientMessage, ErrorCode, MediaFlags, MediaHeader, MediaKind, ParticipantId, Peer, ProtoError,
+    ServerMessage, Welcome, close_code, parse_client_message, rewrite_sender_id, validate_name,
+    validate_password, validate_room,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -49,6 +50,10 @@ use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 const WRITE_BATCH: usize = 64;
 /// How often the relay pings a receiver it is sending video to: its link's round trip is what
 /// paces that video.
+/// A receiver gets a sender's full video layer while one full frame takes at most this long
+/// at the video rate its link carries: voice queued behind a frame on the way waits for all
+/// of it.
+const FULL_FRAME_TIME: Duration = Duration::from_millis(80);
 const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after the last video frame those frequent pings go on.
 const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
@@ -285,8 +290,20 @@ pub(crate) struct Link {
 struct LinkState {
     /// This receiver's queue, each frame tagged with its sender.
     queue: MediaQueue<ParticipantId>,
+    /// What each sender's video layers look like to this receiver: whether its link can take
+    /// that sender's full layer or needs the small one.
+    layers: HashMap<ParticipantId, Layers>,
     /// Set once: why the connection is to close, sent to the client before the close frame.
     closing: Option<Closing>,
+}
+
+/// One sender's video layers as a receiver was offered them.
+#[derive(Debug, Default)]
+struct Layers {
+    /// The size of its last full frame.
+    full_bytes: Option<usize>,
+    /// Whether it sends a small layer at all.
+    small_seen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +406,7 @@ impl Hub {
             id: joined.id,
             state: Mutex::new(LinkState {
                 queue: MediaQueue::new(self.queue_limits(), AudioPolicy::Refuse),
+                layers: HashMap::new(),
                 closing: None,
             }),
             wake: Notify::new(),
@@ -619,6 +637,9 @@ impl Link {
         if state.closing.is_some() {
             return;
         }
+        if kind == MediaKind::Video && !self.wants_layer(&mut state, sender, &frame) {
+            return;
+        }
         let pushed = match kind {
             MediaKind::Audio => state.queue.push_audio(now, sender, frame),
             MediaKind::Video => state.queue.push_video(now, sender, frame),
@@ -643,6 +664,26 @@ impl Link {
         }
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Whether this receiver gets `frame`, a video frame of `sender`'s: the full layer while
+    /// one full frame takes at most [`FULL_FRAME_TIME`] of the video rate its link carries, the
+    /// small layer (where the sender sends one) otherwise.
+    fn wants_layer(&self, state: &mut LinkState, sender: ParticipantId, frame: &[u8]) -> bool {
+        let small =
+            MediaHeader::decode(frame).is_ok_and(|(header, _)| header.flags.contains(MediaFlags::SMALL));
+        let layers = state.layers.entry(sender).or_default();
+        if small {
+            layers.small_seen = true;
+        } else {
+            layers.full_bytes = Some(frame.len());
+        }
+        let (Some(full), true) = (layers.full_bytes, layers.small_seen) else {
+            // One layer is all there is (so far): it goes, paced.
+            return true;
+        };
+        let takes_full = lock(&self.pacer).video_bps() / 8.0 * FULL_FRAME_TIME.as_secs_f64() >= full as f64;
+        takes_full != small
     }
 
     /// Asks the writer to send `closing` as an error and close, dropping whatever is queued.

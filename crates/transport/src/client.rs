@@ -168,7 +168,9 @@ pub struct Transport {
 }
 
 struct Shared {
-    queue: Mutex<MediaQueue<()>>,
+    /// Tagged with whether a video frame is of the small layer: a newer frame replaces an
+    /// older one of its own layer only.
+    queue: Mutex<MediaQueue<bool>>,
     /// The last state sent, repeated after every rejoin.
     state: Mutex<Option<StateUpdate>>,
     wake: Notify,
@@ -239,8 +241,8 @@ impl Transport {
     }
 
     /// Queues a media frame; returns whether it was queued. `header.sender` is ignored (the
-    /// relay writes it). Audio waits in a short queue; a video frame replaces one not yet
-    /// sent. Nothing is queued while disconnected: stale media is worse than none.
+    /// relay writes it). Audio waits in a short queue; a video frame replaces one of its layer
+    /// not yet sent. Nothing is queued while disconnected: stale media is worse than none.
     pub fn send_media(&self, header: &MediaHeader, payload: &[u8]) -> bool {
         if !self.shared.connected.load(Ordering::Relaxed) {
             return false;
@@ -250,8 +252,10 @@ impl Transport {
         let pushed = {
             let mut queue = lock(&self.shared.queue);
             match header.kind {
-                MediaKind::Audio => queue.push_audio(now, (), frame),
-                MediaKind::Video => queue.push_video(now, (), frame),
+                MediaKind::Audio => queue.push_audio(now, false, frame),
+                MediaKind::Video => {
+                    queue.push_video(now, header.flags.contains(chinwag_proto::MediaFlags::SMALL), frame)
+                }
             }
         };
         let queued = !matches!(pushed, Pushed::DroppedOversized | Pushed::DroppedVideoOverBudget);
