@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::LinkEmulator;
-use crate::audio::{piece_positions, quantile, speech_report};
+use crate::audio::{best_lag, pesq_wb_48k, piece_positions, quantile, speech_report};
 
 const RATE: f64 = 48_000.0;
 
@@ -53,12 +53,16 @@ pub struct Heard {
     pub m2e_p50_ms: f64,
     pub m2e_p95_ms: f64,
     pub pieces: usize,
+    /// Every piece found, from the start: (seconds into the speech, mouth-to-ear in ms).
+    pub delays: Vec<(f64, f64)>,
     /// The listener's own report over the whole call (p50, p95).
     pub reported_p50_ms: f64,
     pub reported_p95_ms: f64,
     /// Milliseconds concealed over the whole call, as a share of the speech sent.
     pub speech_lost: f64,
+    /// PESQ-WB of the whole recording, and of the speech from `measure_from` on.
     pub pesq_wb: f32,
+    pub pesq_wb_late: f32,
     pub video_fps: f64,
     pub video_width: u64,
     pub video_height: u64,
@@ -198,14 +202,24 @@ fn measure(
     // Each 1 s piece: heard (recording start + its place there) minus captured (send start +
     // its place in the file). A stall can move a piece far from where the whole file lines up,
     // so the search reaches 2 s either side.
-    let delays: Vec<f64> =
+    let delays: Vec<(f64, f64)> =
         piece_positions(call.speech, &recording, report.lag, RATE as usize, 2 * RATE as usize)
             .iter()
-            .filter(|&&(start, _, _)| start as f64 >= from)
             .map(|&(start, at, _)| {
-                (record_start - send_start) / 1000.0 + (at as f64 - start as f64) / RATE * 1000.0
+                let delay = (record_start - send_start) / 1000.0 + (at as f64 - start as f64) / RATE * 1000.0;
+                (start as f64 / RATE, delay)
             })
             .collect();
+    let measured: Vec<f64> =
+        delays.iter().filter(|(at, _)| *at * RATE >= from).map(|(_, delay)| *delay).collect();
+    // The speech from `measure_from` on, found again in the recording (its delay may have
+    // changed since the start), for PESQ-WB after the link has settled.
+    let late_sent = &call.speech[(from as usize).min(call.speech.len())..];
+    let search_from = (report.lag + from as usize).saturating_sub(RATE as usize / 2).min(recording.len());
+    let (late_lag, _) = best_lag(late_sent, &recording[search_from..], 5 * RATE as usize / 2);
+    let late_start = (search_from + late_lag).min(recording.len());
+    let late_heard = &recording[late_start..(late_start + late_sent.len()).min(recording.len())];
+    let pesq_wb_late = pesq_wb_48k(&late_sent[..late_heard.len()], late_heard).unwrap_or(f32::NAN);
     let sent_ms = sent_stats["audio_frames_sent"].as_f64().unwrap_or(0.0) * 20.0;
     let frames = video["frames_received"].as_f64().unwrap_or(0.0);
     let fps = video["fps"].as_f64().unwrap_or(0.0);
@@ -217,13 +231,15 @@ fn measure(
     };
     Ok(Heard {
         name: name.to_owned(),
-        m2e_p50_ms: quantile(&delays, 0.5),
-        m2e_p95_ms: quantile(&delays, 0.95),
-        pieces: delays.len(),
+        m2e_p50_ms: quantile(&measured, 0.5),
+        m2e_p95_ms: quantile(&measured, 0.95),
+        pieces: measured.len(),
+        delays,
         reported_p50_ms: report.reported_p50_ms,
         reported_p95_ms: report.reported_p95_ms,
         speech_lost: audio["concealed_ms"].as_f64().unwrap_or(0.0) / sent_ms.max(1.0),
         pesq_wb: report.pesq_wb,
+        pesq_wb_late,
         video_fps: fps,
         video_width: video["width"].as_u64().unwrap_or(0),
         video_height: video["height"].as_u64().unwrap_or(0),
