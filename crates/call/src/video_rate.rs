@@ -188,7 +188,13 @@ impl VideoRate {
     /// when none does.
     fn choose(&self, pixels: u64) -> VideoLevel {
         let budget = self.video_bps() / 8.0;
-        let frame_cap = self.controller.target_bps() / 8.0 * FRAME_TIME.as_secs_f64();
+        // Until the link has shown a limit its rate is a guess, and a cap from a guess would
+        // only shrink the picture.
+        let frame_cap = if self.controller.overuses() > 0 {
+            self.controller.target_bps() / 8.0 * FRAME_TIME.as_secs_f64()
+        } else {
+            f64::INFINITY
+        };
         let pixels = if pixels == 0 { 640 * 480 } else { pixels };
         let level = |(divisor, fps, below): (u32, f64, u8)| VideoLevel {
             fps: fps.min(self.source_fps),
@@ -224,6 +230,16 @@ mod tests {
         (pixels * 0.122 * relative * quality_factor(level.quality)) as usize
     }
 
+    /// A controller at `bps` on a link that has shown its limit.
+    fn limited(now: Instant, bps: f64) -> RateController {
+        let mut controller = RateController::new(RateConfig { start_bps: bps, ..RateConfig::default() });
+        let queue =
+            LinkSignals { queue_delay: Some(100 * MS), delivered_bps: Some(bps / 0.85), backlog: false };
+        controller.handle_signals(now, queue);
+        assert!((controller.target_bps() - bps).abs() < 1.0 && controller.overuses() == 1);
+        controller
+    }
+
     /// Runs a source at 30 fps for `seconds` with the controller held at `bps`; returns the
     /// levels sent and the bits per second they took.
     fn run(rate: &mut VideoRate, start: Instant, seconds: u64, bps: f64) -> (Vec<VideoLevel>, f64) {
@@ -231,7 +247,7 @@ mod tests {
         let mut bytes = 0;
         for frame_idx in 0..seconds * 30 {
             let now = start + frame_idx as u32 * 33 * MS;
-            rate.controller = RateController::new(RateConfig { start_bps: bps, ..RateConfig::default() });
+            rate.controller = limited(now, bps);
             if let Some(level) = rate.poll_frame(now, VGA) {
                 let size = camera_bytes(level);
                 rate.handle_frame_sent(level, VGA / u64::from(level.size_divisor.pow(2)), size);
@@ -313,6 +329,17 @@ mod tests {
             VideoRate::new(RateConfig { start_bps: 3_000_000.0, ..RateConfig::default() }, 30, 75);
         run(&mut camera, start, 3, 3_000_000.0);
         assert_ne!(camera.level(), flat.level());
+    }
+
+    #[test]
+    fn frames_are_capped_only_once_the_link_has_shown_a_limit() {
+        let mut rate = VideoRate::new(RateConfig { start_bps: 1_000_000.0, ..RateConfig::default() }, 10, 75);
+        // 320x240 at 10 fps: 9.4 kB frames fit 1 Mb/s, but are over 40 ms of it.
+        let qvga = 320 * 240;
+        let start = Instant::now();
+        assert_eq!(rate.poll_frame(start, qvga).unwrap().size_divisor, 1);
+        rate.controller = limited(start, 1_000_000.0);
+        assert_eq!(rate.poll_frame(start + 200 * MS, qvga).unwrap().size_divisor, 2);
     }
 
     #[test]

@@ -140,6 +140,12 @@ pub(crate) fn run_send(
         }
         if input == VideoInput::None || !shared.transport.is_connected() {
             shared.set_camera(false);
+            if !shared.transport.is_connected() {
+                // A new connection is a new link (and what piled up while the old one died
+                // says nothing about it): learn it afresh.
+                rate = new_rate(&settings);
+                replaced_seen = shared.transport.stats().video_replaced;
+            }
             continue;
         }
         if source.is_none() {
