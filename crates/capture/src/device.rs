@@ -26,11 +26,17 @@ use crate::{AudioSink, AudioSource, CaptureError, DeviceTrouble, SAMPLE_RATE};
 
 /// How long the ring between callback and caller can hold, in seconds.
 const RING_SECONDS: f64 = 0.5;
-/// The device period asked for where the host allows a fixed size: 20 ms (cpal makes the
-/// buffer two periods; ALSA's PulseAudio plugin, which needs three, makes it 13 ms periods
-/// and 20 ms in all). cpal's default on ALSA is about 100 ms, which alone would spoil a
+/// The device period asked for where the host allows a fixed size, through ALSA: 20 ms (cpal
+/// makes the buffer two periods; ALSA's PulseAudio plugin, which needs three, makes it 13 ms
+/// periods and 20 ms in all). cpal's default on ALSA is about 100 ms, which alone would spoil a
 /// call's delay; 10 ms through the plugin underruns under load.
 const DEVICE_BUFFER_SECONDS: f64 = 0.020;
+/// The same through PulseAudio's own protocol, where the server keeps two periods as its
+/// end-to-end latency target and its own timer-based scheduling rides out a late callback.
+const PULSE_BUFFER_SECONDS: f64 = 0.010;
+/// Set to `alsa` to use ALSA even where a PulseAudio server runs (for comparison, or a
+/// server that misbehaves).
+pub const AUDIO_HOST_ENV: &str = "CHINWAG_AUDIO_HOST";
 /// How much audio the speaker ring is kept at, on top of the device's own buffer: one
 /// mixer tick and a little, enough to ride out a scheduling hiccup of the playout thread.
 const SPEAKER_TARGET_SECONDS: f64 = 0.015;
@@ -70,6 +76,23 @@ fn choosable(device: &cpal::Device) -> bool {
     !ALSA_PLUGINS.contains(&base) && !base.starts_with("surround")
 }
 
+/// The audio host for `direction`: for speakers, PulseAudio's own protocol where a server
+/// runs (Linux), else the system's default (ALSA, CoreAudio, WASAPI); [`AUDIO_HOST_ENV`]`=alsa`
+/// forces ALSA. Microphones stay on ALSA (through its pulse plugin where PulseAudio runs):
+/// cpal's PulseAudio record stream cost the talker 37-41 % of a core against 12 % through
+/// ALSA, and the delay to win was on the way out.
+fn host(direction: &str) -> cpal::Host {
+    #[cfg(target_os = "linux")]
+    if (direction == "input"
+        || std::env::var(AUDIO_HOST_ENV).is_ok_and(|host| host.eq_ignore_ascii_case("alsa")))
+        && let Ok(alsa) = cpal::host_from_id(cpal::HostId::Alsa)
+    {
+        return alsa;
+    }
+    let _ = direction;
+    cpal::default_host()
+}
+
 fn names(devices: Result<impl Iterator<Item = cpal::Device>, cpal::Error>) -> Vec<String> {
     let mut names: Vec<String> =
         devices.map(|devices| devices.filter(choosable).map(|d| d.to_string()).collect()).unwrap_or_default();
@@ -82,30 +105,65 @@ fn names(devices: Result<impl Iterator<Item = cpal::Device>, cpal::Error>) -> Ve
 /// Names of the input devices the default host offers, leaving out plugins nobody would
 /// choose.
 pub fn input_device_names() -> Vec<String> {
-    names(cpal::default_host().input_devices())
+    names(host("input").input_devices())
 }
 
 /// Names of the output devices the default host offers, leaving out plugins nobody would
 /// choose.
 pub fn output_device_names() -> Vec<String> {
-    names(cpal::default_host().output_devices())
+    names(host("output").output_devices())
 }
 
 /// The name of the system's default input device, if it has one.
 pub fn default_input_name() -> Option<String> {
-    cpal::default_host().default_input_device().map(|device| device.to_string())
+    default_device(&host("input"), "input").map(|device| device.to_string())
 }
 
 /// The name of the system's default output device, if it has one.
 pub fn default_output_name() -> Option<String> {
-    cpal::default_host().default_output_device().map(|device| device.to_string())
+    default_device(&host("output"), "output").map(|device| device.to_string())
 }
 
-fn find_device(direction: &'static str, name: Option<&str>) -> Result<cpal::Device, CaptureError> {
-    let host = cpal::default_host();
-    let (default, all) = match direction {
-        "input" => (host.default_input_device(), host.input_devices().map(|d| d.collect::<Vec<_>>())),
-        _ => (host.default_output_device(), host.output_devices().map(|d| d.collect::<Vec<_>>())),
+/// The host's default device for `direction`. Through PulseAudio, `PULSE_SINK` and
+/// `PULSE_SOURCE` name it where set: libpulse's own way to give one program another default,
+/// which ALSA's pulse plugin honours and cpal's PulseAudio client does not by itself.
+fn default_device(host: &cpal::Host, direction: &str) -> Option<cpal::Device> {
+    #[cfg(target_os = "linux")]
+    if host.id() == cpal::HostId::PulseAudio {
+        let variable = if direction == "input" { "PULSE_SOURCE" } else { "PULSE_SINK" };
+        if let Ok(wanted) = std::env::var(variable) {
+            let devices = if direction == "input" { host.input_devices() } else { host.output_devices() };
+            let named = devices
+                .ok()
+                .and_then(|mut devices| devices.find(|device| device.id().is_ok_and(|id| id.id() == wanted)));
+            if named.is_some() {
+                return named;
+            }
+        }
+    }
+    if direction == "input" { host.default_input_device() } else { host.default_output_device() }
+}
+
+/// The device, and the period to ask of it on its host.
+fn find_device(direction: &'static str, name: Option<&str>) -> Result<(cpal::Device, f64), CaptureError> {
+    let host = host(direction);
+    let period = match host.id() {
+        #[cfg(target_os = "linux")]
+        cpal::HostId::PulseAudio => PULSE_BUFFER_SECONDS,
+        _ => DEVICE_BUFFER_SECONDS,
+    };
+    find_on(&host, direction, name).map(|device| (device, period))
+}
+
+fn find_on(
+    host: &cpal::Host,
+    direction: &'static str,
+    name: Option<&str>,
+) -> Result<cpal::Device, CaptureError> {
+    let default = default_device(host, direction);
+    let all = match direction {
+        "input" => host.input_devices().map(|d| d.collect::<Vec<_>>()),
+        _ => host.output_devices().map(|d| d.collect::<Vec<_>>()),
     };
     match name {
         None | Some("default") => default.ok_or(CaptureError::NoDevice(direction)),
@@ -128,10 +186,11 @@ fn find_device(direction: &'static str, name: Option<&str>) -> Result<cpal::Devi
     }
 }
 
-/// The device's default configuration with a small fixed buffer where the host allows one.
-fn stream_config(supported: &cpal::SupportedStreamConfig) -> cpal::StreamConfig {
+/// The device's default configuration with a small fixed buffer of `period` seconds where the
+/// host allows one.
+fn stream_config(supported: &cpal::SupportedStreamConfig, period: f64) -> cpal::StreamConfig {
     let mut config = supported.config();
-    let wanted = (f64::from(config.sample_rate) * DEVICE_BUFFER_SECONDS) as u32;
+    let wanted = (f64::from(config.sample_rate) * period) as u32;
     if let cpal::SupportedBufferSize::Range { min, max } = supported.buffer_size() {
         config.buffer_size = cpal::BufferSize::Fixed(wanted.clamp(*min, *max));
     }
@@ -225,7 +284,7 @@ pub struct MicSource {
 impl MicSource {
     /// Opens and starts the input device `name` (`None` or `"default"` for the default).
     pub fn open(name: Option<&str>) -> Result<Self, CaptureError> {
-        let device = find_device("input", name)?;
+        let (device, period) = find_device("input", name)?;
         let device_name = device.to_string();
         let unavailable = |reason: String| CaptureError::DeviceUnavailable {
             direction: "input",
@@ -237,7 +296,7 @@ impl MicSource {
         let channels = usize::from(supported.channels()).max(1);
         let (producer, consumer) = HeapRb::<f32>::new((f64::from(rate) * RING_SECONDS) as usize).split();
         let flags = Arc::new(Flags::default());
-        let config = stream_config(&supported);
+        let config = stream_config(&supported, period);
         let stream = match supported.sample_format() {
             SampleFormat::F32 => build_input::<f32>(&device, config, channels, producer, &flags),
             SampleFormat::I16 => build_input::<i16>(&device, config, channels, producer, &flags),
@@ -356,7 +415,7 @@ pub struct SpeakerSink {
 impl SpeakerSink {
     /// Opens and starts the output device `name` (`None` or `"default"` for the default).
     pub fn open(name: Option<&str>) -> Result<Self, CaptureError> {
-        let device = find_device("output", name)?;
+        let (device, period) = find_device("output", name)?;
         let device_name = device.to_string();
         let unavailable = |reason: String| CaptureError::DeviceUnavailable {
             direction: "output",
@@ -368,7 +427,7 @@ impl SpeakerSink {
         let channels = usize::from(supported.channels()).max(1);
         let (producer, consumer) = HeapRb::<f32>::new((f64::from(rate) * RING_SECONDS) as usize).split();
         let flags = Arc::new(Flags::default());
-        let config = stream_config(&supported);
+        let config = stream_config(&supported, period);
         let stream = match supported.sample_format() {
             SampleFormat::F32 => build_output::<f32>(&device, config, channels, consumer, &flags),
             SampleFormat::I16 => build_output::<i16>(&device, config, channels, consumer, &flags),

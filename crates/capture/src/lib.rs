@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 pub use camera::{CameraInfo, CameraSource, list_cameras};
 pub use clip::{ClipSource, split_jpegs};
 pub use device::{
-    MicSource, SpeakerSink, default_input_name, default_output_name, input_device_names, output_device_names,
+    AUDIO_HOST_ENV, MicSource, SpeakerSink, default_input_name, default_output_name, input_device_names,
+    output_device_names,
 };
 pub use pattern::{PATTERN_BARS, TestPatternSource};
 pub use synthetic::{ClockSink, SilenceSource, ToneSource};
