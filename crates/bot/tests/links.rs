@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chinwag_e2e::audio::{speech_of_length, write_wav_48k_mono};
 use chinwag_e2e::clip::write_camera_like_clip;
-use chinwag_e2e::linkcall::{LinkCall, Listener, run_link_call};
+use chinwag_e2e::linkcall::{CallOutcome, LinkCall, Listener, run_link_call};
 use chinwag_e2e::{Direction, LinkConfig, LinkEmulator};
 use common::{BOT, relay, temp_dir};
 
@@ -20,30 +20,21 @@ const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should s
 const SECONDS: f64 = 16.0;
 const MS: Duration = Duration::from_millis(1);
 
-fn media(dir: &Path) -> (PathBuf, Vec<f32>, PathBuf) {
+/// Makes the speech and the camera-like clip in `dir`, then a call of them from a speaker
+/// dialling `speaker` (through `speaker_link`, if any) to `listeners`, measured from 8 s on.
+fn call(dir: &Path, speaker: (String, Option<&LinkEmulator>), listeners: Vec<Listener<'_>>) -> CallOutcome {
     let speech = speech_of_length(dir, TEXT, SECONDS - 1.0).unwrap();
     let speech_path = dir.join("speech-long.wav");
     write_wav_48k_mono(&speech_path, &speech).unwrap();
     let clip = dir.join("camera.mjpeg");
     write_camera_like_clip(&clip, 640, 480, 30).unwrap();
-    (speech_path, speech, clip)
-}
-
-#[test]
-fn voice_stays_on_time_through_a_capped_uplink_with_the_camera_on() {
-    let dir = temp_dir("capped-uplink");
-    let (speech_path, speech, clip) = media(&dir);
-    let relay = relay(&[]);
-    // 1 Mb/s up with a half-second queue: a camera-like picture at 30 fps wants 9 Mb/s.
-    let up = Direction::capped(1_000_000.0, 500 * MS);
-    let link = LinkEmulator::start(relay.addr, LinkConfig { up, down: Direction::clean(), seed: 1 }).unwrap();
     let outcome = run_link_call(
-        &dir,
+        dir,
         &LinkCall {
             bot: BOT.into(),
-            speaker_server: link.url(),
-            speaker_link: Some(&link),
-            listeners: vec![Listener { name: "Listener", server: relay.url.clone(), link: None }],
+            speaker_server: speaker.0,
+            speaker_link: speaker.1,
+            listeners,
             speech_path: &speech_path,
             speech: &speech,
             video: Some(&clip),
@@ -53,6 +44,18 @@ fn voice_stays_on_time_through_a_capped_uplink_with_the_camera_on() {
     )
     .unwrap();
     eprintln!("{outcome:#?}");
+    outcome
+}
+
+#[test]
+fn voice_stays_on_time_through_a_capped_uplink_with_the_camera_on() {
+    let dir = temp_dir("capped-uplink");
+    let relay = relay(&[]);
+    // 1 Mb/s up with a half-second queue: a camera-like picture at 30 fps wants 9 Mb/s.
+    let up = Direction::capped(1_000_000.0, 500 * MS);
+    let link = LinkEmulator::start(relay.addr, LinkConfig { up, down: Direction::clean(), seed: 1 }).unwrap();
+    let listener = Listener { name: "Listener", server: relay.url.clone(), link: None };
+    let outcome = call(&dir, (link.url(), Some(&link)), vec![listener]);
     let heard = &outcome.heard[0];
     assert!(heard.pieces >= 4, "too little speech found in the recording: {heard:?}");
     assert!(heard.m2e_p95_ms <= 250.0, "voice is late behind video: {heard:?}");
@@ -67,29 +70,14 @@ fn voice_stays_on_time_through_a_capped_uplink_with_the_camera_on() {
 #[test]
 fn a_slow_receiver_keeps_its_voice_and_gets_fewer_frames_without_being_disconnected() {
     let dir = temp_dir("slow-receiver");
-    let (speech_path, speech, clip) = media(&dir);
     let relay = relay(&[]);
     let down = Direction::capped(500_000.0, 200 * MS);
     let link = LinkEmulator::start(relay.addr, LinkConfig { up: Direction::clean(), down, seed: 2 }).unwrap();
-    let outcome = run_link_call(
-        &dir,
-        &LinkCall {
-            bot: BOT.into(),
-            speaker_server: relay.url.clone(),
-            speaker_link: None,
-            listeners: vec![
-                Listener { name: "Slow", server: link.url(), link: Some(&link) },
-                Listener { name: "Fast", server: relay.url.clone(), link: None },
-            ],
-            speech_path: &speech_path,
-            speech: &speech,
-            video: Some(&clip),
-            seconds: SECONDS,
-            measure_from: Duration::from_secs(8),
-        },
-    )
-    .unwrap();
-    eprintln!("{outcome:#?}");
+    let listeners = vec![
+        Listener { name: "Slow", server: link.url(), link: Some(&link) },
+        Listener { name: "Fast", server: relay.url.clone(), link: None },
+    ];
+    let outcome = call(&dir, (relay.url.clone(), None), listeners);
     let (slow, fast) = (&outcome.heard[0], &outcome.heard[1]);
     assert_eq!(slow.disconnects, 0, "the slow receiver was disconnected: {slow:?}");
     assert!(slow.pieces >= 4, "too little speech found in the slow receiver's recording: {slow:?}");

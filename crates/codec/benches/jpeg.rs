@@ -10,6 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use chinwag_codec::picture::camera_like;
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
 use jpeg_encoder::{ColorType, SamplingFactor};
 use zune_jpeg::zune_core::bytestream::ZCursor;
@@ -20,47 +21,6 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 const BUDGET: Duration = Duration::from_millis(1500);
 /// The per-frame time the video issue asks for at 720p, encode and decode each.
 const GOAL_720P_MS: f64 = 2.0;
-
-/// A picture with what makes camera frames cost bytes: smooth lighting gradients, sensor-like
-/// noise, fine texture, and hard edges (a window frame, a face-sized disc, some stripes).
-fn camera_like(width: u32, height: u32) -> VideoFrame {
-    let mut seed = 0x2545_f491_u32;
-    let mut rgba = Vec::with_capacity(width as usize * height as usize * 4);
-    let (w, h) = (width as f32, height as f32);
-    for y in 0..height {
-        for x in 0..width {
-            let (u, v) = (x as f32 / w, y as f32 / h);
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let noise = (seed % 13) as f32 - 6.0;
-            let texture = 10.0 * ((x as f32 * 0.9).sin() * (y as f32 * 0.7).cos());
-            // A warm wall lit from the left, darker towards the floor.
-            let light = 0.55 + 0.45 * (1.0 - u) * (1.0 - 0.5 * v);
-            let mut rgb = [200.0 * light, 170.0 * light, 140.0 * light];
-            // A bright window with a dark frame in the upper right.
-            if (0.62..0.92).contains(&u) && (0.08..0.45).contains(&v) {
-                let bar = (u - 0.77).abs() < 0.01 || (v - 0.26).abs() < 0.012;
-                rgb = if bar { [40.0, 35.0, 30.0] } else { [235.0, 240.0, 250.0 - 40.0 * v] };
-            }
-            // A face-sized disc, shaded, in the middle.
-            let (dx, dy) = ((u - 0.42) * w / h, v - 0.5);
-            let r2 = dx * dx + dy * dy;
-            if r2 < 0.07 {
-                let shade = 1.0 - 2.5 * r2;
-                rgb = [220.0 * shade + texture, 160.0 * shade + texture, 130.0 * shade + texture];
-            }
-            // A striped shirt along the bottom.
-            if v > 0.8 {
-                let stripe = if (x / 12) % 2 == 0 { 60.0 } else { 180.0 };
-                rgb = [stripe, stripe * 0.6, 90.0 + texture];
-            }
-            let px = rgb.map(|c| (c + noise + 0.3 * texture).clamp(0.0, 255.0) as u8);
-            rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
-        }
-    }
-    VideoFrame { width, height, rgba }
-}
 
 /// Median milliseconds per call of `f`, run for [`BUDGET`] after a few warm-up calls.
 fn median_ms(mut f: impl FnMut()) -> (f64, usize) {
@@ -82,7 +42,7 @@ fn main() {
     let quality = DEFAULT_JPEG_QUALITY;
     println!("JPEG at quality {quality}, 4:2:0, RGBA in and out; median ms/frame (frames timed)");
     for (width, height) in [(640, 480), (1280, 720)] {
-        let frame = camera_like(width, height);
+        let frame = camera_like(width, height, 0);
 
         let mut encoder = JpegEncoder::new(quality).unwrap();
         let mut jpeg = Vec::new();

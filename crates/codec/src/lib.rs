@@ -16,6 +16,7 @@
 
 mod jpeg;
 mod opus_voice;
+pub mod picture;
 mod processing;
 mod resample;
 mod video;
