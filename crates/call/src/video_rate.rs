@@ -210,7 +210,10 @@ impl VideoRate {
             .map(level)
             .find(|level| {
                 let bytes = frame_bytes(level);
-                bytes * level.fps <= budget && bytes <= frame_cap
+                // The quarter-size pictures are the smallest made: capping them would only cost
+                // frame rate.
+                let capped = level.size_divisor < 4 && bytes > frame_cap;
+                bytes * level.fps <= budget && !capped
             })
             .unwrap_or_else(|| level(LADDER[LADDER.len() - 1]))
     }

@@ -121,7 +121,11 @@ impl RateController {
                         self.overuses += 1;
                         let delivered = signals.delivered_bps.filter(|bps| *bps > 0.0).unwrap_or(self.target);
                         self.target = self.target.min(delivered) * DRAIN_TO;
-                        self.trouble = Some((delivered, now));
+                        // The link's rate is what it delivered when it first filled: cut
+                        // already, it delivers less while it drains, and remembering that
+                        // would hold the rate below the link for the next half minute.
+                        let before = self.trouble.map_or(0.0, |(rate, _)| rate);
+                        self.trouble = Some((delivered.max(before), now));
                         self.draining = Some(queue);
                         self.hold_until = Some(now + HOLD);
                     }
