@@ -4,11 +4,11 @@
 //! voice processing → [`chinwag_call::VoiceSender`] → transport), the playout thread
 //! (transport → [`chinwag_call::Playout`] → sink, with per-peer recordings), the video send
 //! thread (source → [`chinwag_call::VideoRate`] → JPEG → transport) and the video decoder
-//! (transport → JPEG → [`chinwag_call::LipSync`] → the newest frame per peer). One [`Call`] handle takes
-//! [`Command`]s, each routed straight to the thread it concerns, and gives [`CallEvent`]s
-//! (waking the caller through [`CallConfig::waker`]); [`Call::stats`] reads the figures the
-//! threads publish without taking any lock they hold. The app and the bot use it alike and
-//! need no other crate of ours: the types its API uses are re-exported here.
+//! (transport → JPEG → [`chinwag_call::LipSync`] → the newest frame per peer). One [`Call`]
+//! handle takes [`Command`]s, each routed straight to the thread it concerns, and gives
+//! [`CallEvent`]s (waking the caller through [`CallConfig::waker`]); [`Call::stats`] reads the
+//! figures the threads publish without taking any lock they hold. The app and the bot use it
+//! alike and need no other crate of ours: the types its API uses are re-exported here.
 //!
 //! It deliberately holds no media logic of its own: stamping, jitter buffering, decoding,
 //! mixing, mouth-to-ear and lip sync live in the call core (`chinwag-call`), codecs in

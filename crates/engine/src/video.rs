@@ -184,9 +184,8 @@ pub(crate) fn run_send(
             FrameContent::Jpeg { width, height, .. } => (*width, *height),
             FrameContent::Rgba(frame) => (frame.width, frame.height),
         };
-        let Some(level) = rate.poll_frame(now, u64::from(source_width) * u64::from(source_height)) else {
-            continue;
-        };
+        let source_pixels = u64::from(source_width) * u64::from(source_height);
+        let Some(level) = rate.poll_frame(now, source_pixels) else { continue };
         let best = level.size_divisor == 1 && level.quality == DEFAULT_JPEG_QUALITY;
         let raw = match captured.content {
             // The camera's own JPEG goes out as it is while the budget has room for the best:
@@ -204,7 +203,7 @@ pub(crate) fn run_send(
             },
             FrameContent::Rgba(frame) => Some(frame),
         };
-        let mut sent_pixels = u64::from(source_width) * u64::from(source_height);
+        let mut sent_pixels = source_pixels;
         // The picture as sent, kept for the small layer and the preview.
         let mut sent_frame = None;
         if let Some(frame) = raw {
@@ -315,15 +314,9 @@ pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Op
             recv(stop) -> _ => break,
             recv(frames) -> received => match received {
                 Ok(received) => {
-                    let now = Instant::now();
-                    let sender = received.header.sender;
-                    if !received.header.flags.contains(MediaFlags::SMALL) {
-                        last_full.insert(sender, now);
-                    } else if last_full.get(&sender).is_some_and(|at| now.saturating_duration_since(*at) < FULL_LAYER_HOLD) {
-                        // A relay that forwards both layers: the full one is shown.
-                        continue;
+                    if shows_layer(&mut last_full, &received, Instant::now()) {
+                        decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received);
                     }
-                    decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received);
                 }
                 Err(_) => break,
             },
@@ -338,6 +331,21 @@ pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Op
     if let Some(dir) = record_dir {
         write_last_frames(&shared, &dir, &last_jpegs);
     }
+}
+
+/// Whether `received` is of the layer to show: a peer's full frames, and its small ones only
+/// while no full one has come for [`FULL_LAYER_HOLD`] (a relay that forwards both layers).
+fn shows_layer(
+    last_full: &mut HashMap<ParticipantId, Instant>,
+    received: &ReceivedMedia,
+    now: Instant,
+) -> bool {
+    let sender = received.header.sender;
+    if !received.header.flags.contains(MediaFlags::SMALL) {
+        last_full.insert(sender, now);
+        return true;
+    }
+    last_full.get(&sender).is_none_or(|at| now.saturating_duration_since(*at) >= FULL_LAYER_HOLD)
 }
 
 fn decode(

@@ -48,12 +48,12 @@ use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
 const WRITE_BATCH: usize = 64;
-/// How often the relay pings a receiver it is sending video to: its link's round trip is what
-/// paces that video.
 /// A receiver gets a sender's full video layer while one full frame takes at most this long
 /// at the video rate its link carries: voice queued behind a frame on the way waits for all
 /// of it.
 const FULL_FRAME_TIME: Duration = Duration::from_millis(80);
+/// How often the relay pings a receiver it is sending video to: its link's round trip is what
+/// paces that video.
 const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after the last video frame those frequent pings go on.
 const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
@@ -594,8 +594,9 @@ impl Hub {
     pub(crate) fn remote_media(&self, room: &str, kind: MediaKind, sender: ParticipantId, frame: Bytes) {
         let Some(fanout) = lock(&self.state).fanouts.get(room).cloned() else { return };
         let now = Instant::now();
+        let small = small_layer(&frame);
         for member in fanout.members().iter() {
-            member.push_media(now, kind, sender, frame.clone(), self);
+            member.push_media(now, kind, small, sender, frame.clone(), self);
         }
     }
 
@@ -632,12 +633,22 @@ impl Link {
         self.wake.notify_one();
     }
 
-    fn push_media(&self, now: Instant, kind: MediaKind, sender: ParticipantId, frame: Bytes, hub: &Hub) {
+    /// Queues `frame` of `sender`'s for this receiver; `small` if it is a video frame of the
+    /// sender's small layer.
+    fn push_media(
+        &self,
+        now: Instant,
+        kind: MediaKind,
+        small: bool,
+        sender: ParticipantId,
+        frame: Bytes,
+        hub: &Hub,
+    ) {
         let mut state = lock(&self.state);
         if state.closing.is_some() {
             return;
         }
-        if kind == MediaKind::Video && !self.wants_layer(&mut state, sender, &frame) {
+        if kind == MediaKind::Video && !self.wants_layer(&mut state, sender, small, frame.len()) {
             return;
         }
         let pushed = match kind {
@@ -669,14 +680,12 @@ impl Link {
     /// Whether this receiver gets `frame`, a video frame of `sender`'s: the full layer while
     /// one full frame takes at most [`FULL_FRAME_TIME`] of the video rate its link carries, the
     /// small layer (where the sender sends one) otherwise.
-    fn wants_layer(&self, state: &mut LinkState, sender: ParticipantId, frame: &[u8]) -> bool {
-        let small =
-            MediaHeader::decode(frame).is_ok_and(|(header, _)| header.flags.contains(MediaFlags::SMALL));
+    fn wants_layer(&self, state: &mut LinkState, sender: ParticipantId, small: bool, len: usize) -> bool {
         let layers = state.layers.entry(sender).or_default();
         if small {
             layers.small_seen = true;
         } else {
-            layers.full_bytes = Some(frame.len());
+            layers.full_bytes = Some(len);
         }
         let (Some(full), true) = (layers.full_bytes, layers.small_seen) else {
             // One layer is all there is (so far): it goes, paced.
@@ -737,6 +746,11 @@ impl Link {
         }
         (state.closing.clone(), video_wait)
     }
+}
+
+/// Whether `frame` is a video frame of its sender's small layer.
+fn small_layer(frame: &[u8]) -> bool {
+    MediaHeader::decode(frame).is_ok_and(|(header, _)| header.flags.contains(MediaFlags::SMALL))
 }
 
 fn too_slow() -> Closing {
@@ -1084,8 +1098,9 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
     };
     hub.metrics.received(header.kind, frame.len());
     let frame = frame.freeze();
+    let small = header.flags.contains(MediaFlags::SMALL);
     for member in fanout.members().iter().filter(|member| member.id != link.id) {
-        member.push_media(now, header.kind, link.id, frame.clone(), hub);
+        member.push_media(now, header.kind, small, link.id, frame.clone(), hub);
     }
     if fanout.remote.load(Relaxed) > 0
         && let (Some(cluster), Some(subjects)) = (&hub.cluster, &fanout.subjects)
