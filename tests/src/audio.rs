@@ -96,11 +96,19 @@ pub struct SpeechReport {
     /// Mouth to ear from the recording: wall-clock time the speech was heard minus when it
     /// was captured.
     pub measured_ms: f64,
+    /// When the recording starts, in milliseconds after the speaker began capturing.
+    pub record_offset_ms: f64,
     /// Mouth to ear as the receiver reported it.
     pub reported_p50_ms: f64,
     pub reported_p95_ms: f64,
     /// PESQ-WB (P.862.2 MOS-LQO) of the recording against what was sent.
     pub pesq_wb: f32,
+}
+
+/// What a bot's `--stats-json` says of the peer named `name` (its latest entry: a peer that
+/// rejoined appears once per session).
+pub fn peer_stats<'a>(stats: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    stats["peers"].as_array().and_then(|peers| peers.iter().rev().find(|peer| peer["name"] == name))
 }
 
 /// Compares `recording` (48 kHz, as the receiver wrote it) with `sent` (48 kHz), using the
@@ -113,28 +121,38 @@ pub fn speech_report(
     sender_name: &str,
 ) -> anyhow::Result<SpeechReport> {
     let (lag, correlation) = best_lag(sent, recording, 48_000 * 4);
-    let heard = receiver_stats["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().rev().find(|peer| peer["name"] == sender_name))
-        .context("the receiver's stats do not list the sender")?;
+    let heard =
+        peer_stats(receiver_stats, sender_name).context("the receiver's stats do not list the sender")?;
     let audio = &heard["audio"];
     let record_start = audio["record_start_unix_us"].as_f64().context("no record_start_unix_us")?;
     let send_start =
         sender_stats["audio_send_start_unix_us"].as_f64().context("no audio_send_start_unix_us")?;
-    let measured_ms = (record_start + lag as f64 / 48.0 * 1000.0 - send_start) / 1000.0;
+    let record_offset_ms = (record_start - send_start) / 1000.0;
     let aligned = &recording[lag.min(recording.len())..(lag + sent.len()).min(recording.len())];
-    let reference = chinwag_codec::resample_all(sent, 48_000, 16_000)?;
-    let degraded = chinwag_codec::resample_all(aligned, 48_000, 16_000)?;
-    let pesq_wb =
-        pesq::pesq_wb(&to_i16(&reference), &to_i16(&degraded)).map_err(|e| anyhow::anyhow!("PESQ: {e:?}"))?;
     Ok(SpeechReport {
         lag,
         correlation,
-        measured_ms,
+        measured_ms: record_offset_ms + lag as f64 / 48.0,
+        record_offset_ms,
         reported_p50_ms: audio["mouth_to_ear_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
         reported_p95_ms: audio["mouth_to_ear_ms"]["p95"].as_f64().unwrap_or(f64::NAN),
-        pesq_wb,
+        pesq_wb: pesq_wb_48k(sent, aligned)?,
     })
+}
+
+impl SpeechReport {
+    /// Mouth-to-ear per 1 s piece of `sent` that holds speech, as found in `recording` within
+    /// `search` samples either side of where the whole file lines up: heard (the recording's
+    /// start plus the piece's place there) minus captured (the speaker's start plus its place
+    /// in the file), as (seconds into `sent`, milliseconds).
+    pub fn piece_delays(&self, sent: &[f32], recording: &[f32], search: usize) -> Vec<(f64, f64)> {
+        piece_positions(sent, recording, self.lag, 48_000, search)
+            .iter()
+            .map(|&(start, at, _)| {
+                (start as f64 / 48_000.0, self.record_offset_ms + (at as f64 - start as f64) / 48.0)
+            })
+            .collect()
+    }
 }
 
 /// PESQ-WB of `speech` through Opus alone (encode and decode in this process, no network, no

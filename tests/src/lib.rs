@@ -35,6 +35,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+/// A binary of this workspace next to the running program: the benchmark programs run the
+/// relay and the bot built beside them (`cargo build --release -p chinwag-relay -p
+/// chinwag-bot -p chinwag-e2e`).
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .expect("the program knows where it is")
+        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// A binary of this workspace, next to the running test: `cargo test --workspace` builds
 /// `chinwag-relay` (the relay crate has integration tests, so cargo builds its binary first).
 /// Panics with the command to run when it is missing.

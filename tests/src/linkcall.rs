@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::LinkEmulator;
-use crate::audio::{best_lag, pesq_wb_48k, piece_positions, quantile, speech_report};
+use crate::audio::{best_lag, peer_stats, pesq_wb_48k, quantile, speech_report};
 
 const RATE: f64 = 48_000.0;
 
@@ -188,28 +188,13 @@ fn measure(
     let recording = chinwag_capture::read_wav_48k_mono(&record.join("Speaker.wav"))
         .with_context(|| format!("{name} recorded nothing of the speaker"))?;
     let report = speech_report(call.speech, &recording, &sent_stats, &heard_stats, "Speaker")?;
-    let peer = heard_stats["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().rev().find(|peer| peer["name"] == "Speaker"))
-        .cloned()
-        .context("the listener's stats do not list the speaker")?;
+    let peer = peer_stats(&heard_stats, "Speaker").context("the listener's stats do not list the speaker")?;
     let audio = &peer["audio"];
     let video = &peer["video"];
-    let record_start = audio["record_start_unix_us"].as_f64().context("no record_start_unix_us")?;
-    let send_start =
-        sent_stats["audio_send_start_unix_us"].as_f64().context("no audio_send_start_unix_us")?;
     let from = call.measure_from.as_secs_f64() * RATE;
-    // Each 1 s piece: heard (recording start + its place there) minus captured (send start +
-    // its place in the file). A stall can move a piece far from where the whole file lines up,
-    // so the search reaches 2 s either side.
-    let delays: Vec<(f64, f64)> =
-        piece_positions(call.speech, &recording, report.lag, RATE as usize, 2 * RATE as usize)
-            .iter()
-            .map(|&(start, at, _)| {
-                let delay = (record_start - send_start) / 1000.0 + (at as f64 - start as f64) / RATE * 1000.0;
-                (start as f64 / RATE, delay)
-            })
-            .collect();
+    // A stall can move a piece far from where the whole file lines up, so the search reaches
+    // 2 s either side.
+    let delays = report.piece_delays(call.speech, &recording, 2 * RATE as usize);
     let measured: Vec<f64> =
         delays.iter().filter(|(at, _)| *at * RATE >= from).map(|(_, delay)| *delay).collect();
     // The speech from `measure_from` on, found again in the recording (its delay may have

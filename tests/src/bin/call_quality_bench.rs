@@ -18,17 +18,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use chinwag_codec::FrameDuration;
-use chinwag_e2e::RelayProcess;
 use chinwag_e2e::audio::{opus_pesq_wb, speech_report, speech_wav};
+use chinwag_e2e::{RelayProcess, sibling_binary};
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should sound as clear as this, \
                     with no delay that anyone can notice, from the first word to the last.";
-
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("the program knows where it is")
-        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("chinwag-quality-{}", std::process::id()));
@@ -37,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let sent = chinwag_capture::read_wav_48k_mono(&speech)?;
     println!("speech: {:.1} s from espeak-ng", sent.len() as f64 / 48_000.0);
     for (frame_ms, frame) in [(20, FrameDuration::Ms20), (10, FrameDuration::Ms10)] {
-        let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+        let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
         let run_dir = dir.join(format!("{frame_ms}ms"));
         let report = run_call(&relay, &run_dir, &speech, frame_ms)?;
         let sent_stats: serde_json::Value =
@@ -70,10 +64,10 @@ fn main() -> anyhow::Result<()> {
 /// costs on the wire at the default quality.
 fn video_phase(dir: &Path) -> anyhow::Result<()> {
     const SECONDS: f64 = 10.0;
-    let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+    let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
     let run_dir = dir.join("video");
     std::fs::create_dir_all(&run_dir)?;
-    let bot = sibling("chinwag-bot");
+    let bot = sibling_binary("chinwag-bot");
     let json = run_dir.join("viewer.json");
     let mut viewer = Command::new(&bot)
         .args(["--server", &relay.url, "--room", "video", "--name", "Viewer", "--duration", "13"])
@@ -111,7 +105,7 @@ fn video_phase(dir: &Path) -> anyhow::Result<()> {
 fn run_call(relay: &RelayProcess, dir: &Path, speech: &Path, frame_ms: u32) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let record = dir.join("rec");
-    let bot = sibling("chinwag-bot");
+    let bot = sibling_binary("chinwag-bot");
     let frame = frame_ms.to_string();
     let common = |name: &str, json: &Path| {
         let mut command = Command::new(&bot);

@@ -54,13 +54,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chinwag_e2e::RelayProcess;
 use chinwag_e2e::audio::{
     PulseServer, best_lag, find_piece, pesq_wb_48k, piece_positions, quantile, speech_of_length,
     write_wav_48k_mono,
 };
 use chinwag_e2e::display::Xvfb;
 use chinwag_e2e::process_cpu_time;
+use chinwag_e2e::{RelayProcess, sibling_binary};
 use clap::Parser;
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should sound as clear as this, \
@@ -247,13 +247,6 @@ fn missing_mumble_tools() -> Option<String> {
             missing.join(", ")
         )
     })
-}
-
-/// The sibling binary `name` of this program.
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("the program knows where it is")
-        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn raw_s16(samples: &[f32]) -> Vec<u8> {
@@ -567,11 +560,11 @@ fn run_chinwag(
     no_processing: bool,
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir)?;
-    let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+    let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
     // Long enough for joining, the burst, the speech and its tail; then each bot writes its stats.
     let duration = format!("{:.1}", seconds + 12.0);
     let bot = |name: &str, sink: &str, source: &str| {
-        let mut command = Command::new(sibling("chinwag-bot"));
+        let mut command = Command::new(sibling_binary("chinwag-bot"));
         command.args(["--server", &relay.url, "--room", "path", "--name", name, "--duration", &duration]);
         command.envs(harness.env.iter().map(|(k, v)| (k, v)));
         command.env("PULSE_SINK", sink).env("PULSE_SOURCE", source);

@@ -36,16 +36,16 @@
 //! ```
 
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chinwag_e2e::RelayProcess;
-use chinwag_e2e::audio::{piece_positions, quantile, speech_of_length, speech_report, write_wav_48k_mono};
+use chinwag_e2e::audio::{peer_stats, quantile, speech_of_length, speech_report, write_wav_48k_mono};
 use chinwag_e2e::display::Xvfb;
+use chinwag_e2e::{RelayProcess, sibling_binary};
 use clap::Parser;
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should sound as clear as this, \
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut outcomes = Vec::new();
     if !args.loaded_only {
-        let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+        let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
         println!("quiet: load average {:.2} before the call", read_loadavg()?.0);
         outcomes.push(call(
             &relay,
@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         )?);
     }
     if !args.quiet_only {
-        let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])?;
+        let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
         let load = Load::start(&dir.join("load"), &relay, &args)?;
         let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
         while Instant::now() < warmup_end {
@@ -154,12 +154,6 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
-}
-
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("the program knows where it is")
-        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn cores() -> usize {
@@ -226,7 +220,7 @@ fn call(
     std::fs::create_dir_all(dir)?;
     let record = dir.join("rec");
     let bot = |name: &str, json: &Path| {
-        let mut command = Command::new(sibling("chinwag-bot"));
+        let mut command = Command::new(sibling_binary("chinwag-bot"));
         command.args(["--server", &relay.url, "--room", "measured", "--name", name]);
         command.arg("--stats-json").arg(json);
         command
@@ -255,23 +249,14 @@ fn call(
         serde_json::from_str(&std::fs::read_to_string(dir.join("listener.json"))?)?;
     let recording = chinwag_capture::read_wav_48k_mono(&record.join("Speaker.wav"))?;
     let report = speech_report(speech, &recording, &sent_stats, &heard_stats, "Speaker")?;
-    let audio = heard_stats["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().rev().find(|peer| peer["name"] == "Speaker"))
+    let audio = peer_stats(&heard_stats, "Speaker")
         .map(|peer| peer["audio"].clone())
         .context("the listener's stats do not list the speaker")?;
-    let record_start = audio["record_start_unix_us"].as_f64().context("no record_start_unix_us")?;
-    let send_start =
-        sent_stats["audio_send_start_unix_us"].as_f64().context("no audio_send_start_unix_us")?;
-    // Each 1 s piece: heard (recording start + its place there) minus captured (send start +
-    // its place in the file).
-    let delays: Vec<f64> =
-        piece_positions(speech, &recording, report.lag, RATE as usize, (0.4 * RATE) as usize)
-            .iter()
-            .map(|&(start, at, _)| {
-                (record_start - send_start) / 1000.0 + (at as f64 - start as f64) / RATE * 1000.0
-            })
-            .collect();
+    let delays: Vec<f64> = report
+        .piece_delays(speech, &recording, (0.4 * RATE) as usize)
+        .into_iter()
+        .map(|(_, delay)| delay)
+        .collect();
     let outcome = Outcome {
         condition,
         reported_p50: report.reported_p50_ms,
@@ -329,7 +314,7 @@ impl Load {
         let lifetime = format!("{:.0}", args.warmup + args.seconds + 60.0);
         for call in 0..args.video_calls {
             for name in ["Left", "Right"] {
-                let child = Command::new(sibling("chinwag-bot"))
+                let child = Command::new(sibling_binary("chinwag-bot"))
                     .args(["--server", &relay.url, "--room", &format!("video-{call}"), "--name", name])
                     .args(["--send-audio", "tone:440", "--send-video", "pattern", "--video-size", "640x480"])
                     .args(["--video-fps", "30", "--duration", &lifetime])

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use chinwag_e2e::audio::{quantile, speech_of_length, write_wav_48k_mono};
 use chinwag_e2e::clip::write_camera_like_clip;
 use chinwag_e2e::linkcall::{CallOutcome, LinkCall, Listener, run_link_call};
-use chinwag_e2e::{Direction, LinkConfig, LinkEmulator, RelayProcess};
+use chinwag_e2e::{Direction, LinkConfig, LinkEmulator, RelayProcess, sibling_binary};
 use clap::Parser;
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog. A call should sound as clear as this, \
@@ -67,11 +67,6 @@ struct Row {
     /// The cap to judge link use against, in kb/s.
     cap_kbps: Option<f64>,
     seconds_extra: f64,
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the program knows where it is");
-    exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn rows() -> Vec<Row> {
@@ -128,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     write_wav_48k_mono(&speech_path, &speech)?;
     let clip = dir.join("camera.mjpeg");
     write_camera_like_clip(&clip, 640, 480, 60)?;
-    let relay = RelayProcess::start(&sibling("chinwag-relay"), &[])
+    let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])
         .context("start the relay (cargo build --release -p chinwag-relay)")?;
     println!(
         "# real-links-bench, {} s calls, measured from {} s, {}",
@@ -202,7 +197,7 @@ fn run_row(
     run_link_call(
         dir,
         &LinkCall {
-            bot: sibling("chinwag-bot"),
+            bot: sibling_binary("chinwag-bot"),
             speaker_server,
             speaker_link,
             listeners,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use chinwag_e2e::audio::peer_stats;
 use chinwag_e2e::{RelayProcess, http_get, metric, workspace_binary};
 use serde_json::Value;
 
@@ -60,7 +61,7 @@ pub fn wait_for_participants(relay: &RelayProcess, n: u64) {
 }
 
 pub fn peer<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["peers"].as_array().unwrap().iter().rev().find(|peer| peer["name"] == name).expect("peer in stats")
+    peer_stats(stats, name).expect("peer in stats")
 }
 
 /// Asserts that `jpeg` is the 320×240 test pattern: seven bars across the top two-thirds.
