@@ -100,8 +100,11 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-fn wait(child: Child, what: &str) -> anyhow::Result<()> {
+/// Waits for a bot to exit; its log (with `RUST_LOG` set, whatever that asks for) is kept
+/// beside its stats as `json` with the extension `log`.
+fn wait(child: Child, what: &str, json: &Path) -> anyhow::Result<()> {
     let output = child.wait_with_output()?;
+    std::fs::write(json.with_extension("log"), &output.stderr)?;
     if !output.status.success() {
         bail!("{what} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
     }
@@ -152,11 +155,11 @@ pub fn run_link_call(dir: &Path, call: &LinkCall<'_>) -> anyhow::Result<CallOutc
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
     let up_after = sample(call.speaker_link, true);
     let downs_after: Vec<_> = call.listeners.iter().map(|l| sample(l.link, false)).collect();
-    wait(speaker, "the speaking bot")?;
+    wait(speaker, "the speaking bot", &speaker_json)?;
     let mut heard = Vec::new();
     for (index, (child, json, record)) in listeners.into_iter().enumerate() {
         let name = call.listeners[index].name;
-        wait(child, name)?;
+        wait(child, name, &json)?;
         let link_kbps = match (downs_before[index], downs_after[index]) {
             (Some(before), Some(after)) => Some(rate_kbps(before, after)),
             _ => None,

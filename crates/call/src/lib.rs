@@ -29,5 +29,5 @@ pub use mix::Limiter;
 pub use playout::{MAX_VOLUME, PeerAudioStats, Playout, TICK_SAMPLES};
 pub use sketch::{Percentiles, Sketch};
 pub use stamp::MediaStamper;
-pub use video_rate::{VideoLevel, VideoRate};
+pub use video_rate::{LOWER_LAYERS, LowerLayer, VideoLevel, VideoRate};
 pub use voice::VoiceSender;

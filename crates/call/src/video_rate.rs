@@ -7,10 +7,12 @@
 //! four times what a flat one does, is judged by its own bytes; and it picks the best rung of
 //! a ladder that fits both the rate and a cap on one frame's size (a frame is sent whole, and
 //! voice queued behind it on a slow link waits for all of it). Frame rate and quality drop
-//! first, to no less than 15 fps at full size, then size.
+//! first, to no less than 15 fps at full size, then size. A rung's cost includes the lower
+//! layers ([`LOWER_LAYERS`]) sent beside frames larger than they are.
 
 use std::time::{Duration, Instant};
 
+use chinwag_proto::VideoLayer;
 use chinwag_rate::{LinkSignals, RateConfig, RateController};
 
 /// What a frame is sent at.
@@ -22,6 +24,34 @@ pub struct VideoLevel {
     pub quality: u8,
     /// Width and height are divided by this.
     pub size_divisor: u32,
+}
+
+/// A lower video layer: the same picture, smaller, sent beside frames larger than it for
+/// receivers whose downlink cannot carry those (the relay forwards one layer to each).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowerLayer {
+    pub layer: VideoLayer,
+    /// Its width and height are the source's divided by this.
+    pub size_divisor: u32,
+    /// At most this many frames a second (and no more than the source gives).
+    pub fps: f64,
+    pub quality: u8,
+}
+
+/// The lower layers, largest first. From a camera-like 640×480 picture: the middle one is
+/// 320×240 at about 7.6 kB a frame (1.8 Mb/s at 30 fps, for downlinks of about 2 to 4 Mb/s),
+/// the small one 160×120 at about 3 kB (0.35 Mb/s at 15 fps). Together they cost about a
+/// quarter of what the full frames do: simulcast's usual price.
+pub const LOWER_LAYERS: [LowerLayer; 2] = [
+    LowerLayer { layer: VideoLayer::Middle, size_divisor: 2, fps: 30.0, quality: 65 },
+    LowerLayer { layer: VideoLayer::Small, size_divisor: 4, fps: 15.0, quality: 70 },
+];
+
+impl LowerLayer {
+    /// Whether this layer goes beside full frames sent at `level`: while those are larger.
+    pub fn goes_beside(&self, level: VideoLevel) -> bool {
+        level.size_divisor < self.size_divisor
+    }
 }
 
 /// The rungs, best first: (size divisor, frames per second, quality below the best). Full size
@@ -83,8 +113,6 @@ pub struct VideoRate {
     level: VideoLevel,
     /// When the next frame may go, at the level's frame rate.
     next_frame_at: Option<Instant>,
-    /// Spent on other video (the small layer), in bits per second.
-    reserved_bps: f64,
 }
 
 fn size_class(divisor: u32) -> usize {
@@ -107,7 +135,6 @@ impl VideoRate {
             cost: [None; 3],
             level: VideoLevel { fps: source_fps, quality: best_quality, size_divisor: 1 },
             next_frame_at: None,
-            reserved_bps: 0.0,
         };
         rate.level = rate.choose(0);
         rate
@@ -139,7 +166,8 @@ impl VideoRate {
         Some(self.level)
     }
 
-    /// Takes the bytes a frame of `pixels` really took at `level`.
+    /// Takes the bytes a frame of `pixels` really took at `level` (of the full layer or, with
+    /// the layer's size and quality, of a lower one: a picture's cost is the same whichever).
     pub fn handle_frame_sent(&mut self, level: VideoLevel, pixels: u64, bytes: usize) {
         if pixels == 0 {
             return;
@@ -149,16 +177,11 @@ impl VideoRate {
         *cost = Some(cost.map_or(per_pixel, |old| old + COST_WEIGHT * (per_pixel - old)));
     }
 
-    /// The rate the controller allows this video now, in bits per second: what it finds, less
-    /// voice and whatever else is reserved.
+    /// The rate the controller allows video now, in bits per second: what it finds, less
+    /// voice.
     pub fn video_bps(&self) -> f64 {
         let target = self.controller.target_bps();
-        (target - VOICE_BPS - self.reserved_bps).max(target / 4.0)
-    }
-
-    /// Sets aside `bps` of the rate for other video (a small layer sent beside this one).
-    pub fn set_reserved_bps(&mut self, bps: f64) {
-        self.reserved_bps = bps.max(0.0);
+        (target - VOICE_BPS).max(target / 4.0)
     }
 
     pub fn level(&self) -> VideoLevel {
@@ -205,6 +228,20 @@ impl VideoRate {
             let scaled = pixels as f64 / f64::from(level.size_divisor * level.size_divisor);
             scaled * self.cost_per_pixel(level.size_divisor) * quality_factor(level.quality)
         };
+        let lower_bytes_per_second = |beside: VideoLevel| -> f64 {
+            LOWER_LAYERS
+                .iter()
+                .filter(|lower| lower.goes_beside(beside))
+                .map(|lower| {
+                    let level = VideoLevel {
+                        fps: lower.fps.min(self.source_fps),
+                        quality: lower.quality,
+                        size_divisor: lower.size_divisor,
+                    };
+                    frame_bytes(&level) * level.fps
+                })
+                .sum()
+        };
         LADDER
             .into_iter()
             .map(level)
@@ -213,7 +250,7 @@ impl VideoRate {
                 // The quarter-size pictures are the smallest made: capping them would only cost
                 // frame rate.
                 let capped = level.size_divisor < 4 && bytes > frame_cap;
-                bytes * level.fps <= budget && !capped
+                bytes * level.fps + lower_bytes_per_second(*level) <= budget && !capped
             })
             .unwrap_or_else(|| level(LADDER[LADDER.len() - 1]))
     }
@@ -243,19 +280,33 @@ mod tests {
         controller
     }
 
-    /// Runs a source at 30 fps for `seconds` with the controller held at `bps`; returns the
-    /// levels sent and the bits per second they took.
+    /// Runs a source at 30 fps for `seconds` with the controller held at `bps`, sending the
+    /// lower layers as the engine does; returns the full layer's levels sent and the bits per
+    /// second all layers took.
     fn run(rate: &mut VideoRate, start: Instant, seconds: u64, bps: f64) -> (Vec<VideoLevel>, f64) {
         let mut sent = Vec::new();
         let mut bytes = 0;
+        let mut lower_due = [start; LOWER_LAYERS.len()];
         for frame_idx in 0..seconds * 30 {
             let now = start + frame_idx as u32 * 33 * MS;
             rate.controller = limited(now, bps);
-            if let Some(level) = rate.poll_frame(now, VGA) {
+            let Some(level) = rate.poll_frame(now, VGA) else { continue };
+            let mut send = |level: VideoLevel| {
                 let size = camera_bytes(level);
                 rate.handle_frame_sent(level, VGA / u64::from(level.size_divisor.pow(2)), size);
                 bytes += size;
-                sent.push(level);
+            };
+            send(level);
+            sent.push(level);
+            for (lower, due) in LOWER_LAYERS.iter().zip(&mut lower_due) {
+                if lower.goes_beside(level) && now + 5 * MS >= *due {
+                    *due = now + Duration::from_secs_f64(1.0 / lower.fps);
+                    send(VideoLevel {
+                        fps: lower.fps,
+                        quality: lower.quality,
+                        size_divisor: lower.size_divisor,
+                    });
+                }
             }
         }
         (sent, bytes as f64 * 8.0 / seconds as f64)
@@ -271,7 +322,7 @@ mod tests {
     #[test]
     fn a_fast_link_sends_everything_at_full_quality() {
         let mut rate = VideoRate::new(RateConfig::default(), 30, 75);
-        let (sent, _) = run(&mut rate, Instant::now(), 4, 10_000_000.0);
+        let (sent, _) = run(&mut rate, Instant::now(), 4, 12_000_000.0);
         let steady = &sent[30..];
         assert!(steady.iter().all(|level| *level == VideoLevel { fps: 30.0, quality: 75, size_divisor: 1 }));
         assert!((110..=121).contains(&sent.len()), "{} frames in 4 s at 30 fps", sent.len());

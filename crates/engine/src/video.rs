@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chinwag_call::{LipSync, MediaStamper, VideoRate};
+use chinwag_call::{LOWER_LAYERS, LipSync, LowerLayer, MediaStamper, VideoLevel, VideoRate};
 use chinwag_capture::{CameraSource, ClipSource, FrameContent, TestPatternSource, VideoSource};
 use chinwag_codec::{DEFAULT_JPEG_QUALITY, JpegDecoder, JpegEncoder, VideoFrame, scale};
-use chinwag_proto::{MediaFlags, MediaKind, ParticipantId};
+use chinwag_proto::{MediaKind, ParticipantId, RelayTime, VideoLayer};
 use chinwag_rate::{LinkSignals, RateConfig};
 use chinwag_transport::ReceivedMedia;
 use crossbeam_channel::{Receiver, select};
@@ -59,15 +59,8 @@ pub(crate) enum VideoCommand {
 /// controller finds it (it climbs by half again each second).
 const START_BPS: f64 = 1_000_000.0;
 
-/// The small layer, sent beside the full one for receivers whose downlink cannot carry it:
-/// a quarter of the width and height (160×120 from 640×480, about 3 kB of camera picture) at
-/// up to 10 frames a second.
-const SMALL_DIVISOR: u32 = 4;
-const SMALL_QUALITY: u8 = 70;
-const SMALL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A peer's small layer is not shown while its full one arrived this recently.
-const FULL_LAYER_HOLD: Duration = Duration::from_secs(1);
+/// A peer's smaller layer is not shown while a larger one arrived this recently.
+const LARGER_LAYER_HOLD: Duration = Duration::from_secs(1);
 
 /// How often the decoder publishes its figures.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -108,10 +101,7 @@ pub(crate) fn run_send(
     let mut rate = new_rate(&settings);
     let mut replaced_seen = shared.transport.stats().video_replaced;
     let mut stamper = MediaStamper::new(MediaKind::Video);
-    let mut small_stamper = MediaStamper::new(MediaKind::Video);
-    let mut small_encoder = JpegEncoder::new(SMALL_QUALITY).expect("the small layer's quality is valid");
-    let mut small_packet = Vec::new();
-    let mut next_small_at: Option<Instant> = None;
+    let mut lower_layers = LOWER_LAYERS.map(LowerLayerSender::new);
     let mut packet = Vec::new();
     let mut first_capture: Option<Instant> = None;
     let mut logged = Instant::now();
@@ -127,7 +117,9 @@ pub(crate) fn run_send(
                 source = None;
                 first_capture = None;
                 stamper.restart();
-                small_stamper.restart();
+                for lower in &mut lower_layers {
+                    lower.restart();
+                }
                 // Another source costs other bytes: learn them afresh.
                 rate = new_rate(&settings);
                 continue;
@@ -204,7 +196,7 @@ pub(crate) fn run_send(
             FrameContent::Rgba(frame) => Some(frame),
         };
         let mut sent_pixels = source_pixels;
-        // The picture as sent, kept for the small layer and the preview.
+        // The picture as sent, kept for the lower layers and the preview.
         let mut sent_frame = None;
         if let Some(frame) = raw {
             let frame = if level.size_divisor > 1 {
@@ -250,30 +242,78 @@ pub(crate) fn run_send(
         }
         shared.board.video_frames_sent.fetch_add(1, Relaxed);
         shared.board.video_bytes_sent.fetch_add(packet.len() as u64, Relaxed);
-        // The small layer, for receivers on slow downlinks, while the full one is not small
-        // itself.
-        if level.size_divisor >= SMALL_DIVISOR {
-            rate.set_reserved_bps(0.0);
-        } else if next_small_at.is_none_or(|at| now >= at) {
-            next_small_at = Some(now + SMALL_INTERVAL);
-            let picture = match sent_frame {
-                Some(frame) => Some(frame),
-                // The camera's own JPEG went out: decode it for this.
-                None => decoder.decode(&packet).ok().map(Arc::new),
-            };
-            let Some(picture) = picture else { continue };
-            let (width, height) =
-                ((source_width / SMALL_DIVISOR).max(16), (source_height / SMALL_DIVISOR).max(16));
-            if small_encoder.encode(&scale(&picture, width, height), &mut small_packet).is_err() {
+        // The lower layers, for receivers on slow downlinks, while the full one is larger.
+        let mut picture = sent_frame;
+        for lower in &mut lower_layers {
+            if !lower.shape.goes_beside(level) || lower.next_at.is_some_and(|at| now < at) {
                 continue;
             }
-            let mut header = small_stamper.stamp(ticks, capture_time);
-            header.flags = header.flags.with(MediaFlags::SMALL);
-            if shared.transport.send_media(&header, &small_packet) {
-                shared.board.video_bytes_sent.fetch_add(small_packet.len() as u64, Relaxed);
+            // A little early is on time, as for the full layer.
+            lower.next_at = Some(now + Duration::from_secs_f64(0.9 / lower.shape.fps));
+            if picture.is_none() {
+                // The camera's own JPEG went out: decode it for this.
+                picture = decoder.decode(&packet).ok().map(Arc::new);
             }
-            rate.set_reserved_bps(small_packet.len() as f64 * 8.0 / SMALL_INTERVAL.as_secs_f64());
+            let Some(picture) = &picture else { break };
+            let size = (source_width / lower.shape.size_divisor, source_height / lower.shape.size_divisor);
+            if let Some((level, pixels, bytes)) = lower.send(&shared, picture, size, ticks, capture_time) {
+                rate.handle_frame_sent(level, pixels, bytes);
+                shared.board.video_bytes_sent.fetch_add(bytes as u64, Relaxed);
+            }
         }
+    }
+}
+
+/// A lower layer being sent: its own stamps and encoder.
+struct LowerLayerSender {
+    shape: LowerLayer,
+    stamper: MediaStamper,
+    encoder: JpegEncoder,
+    packet: Vec<u8>,
+    next_at: Option<Instant>,
+}
+
+impl LowerLayerSender {
+    fn new(shape: LowerLayer) -> Self {
+        Self {
+            shape,
+            stamper: MediaStamper::new(MediaKind::Video),
+            encoder: JpegEncoder::new(shape.quality).expect("a lower layer's quality is valid"),
+            packet: Vec::new(),
+            next_at: None,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stamper.restart();
+        self.next_at = None;
+    }
+
+    /// Sends `picture` at `size` as this layer's next frame; returns, if it went, its level,
+    /// pixels and bytes.
+    fn send(
+        &mut self,
+        shared: &Shared,
+        picture: &VideoFrame,
+        (width, height): (u32, u32),
+        ticks: u64,
+        capture_time: RelayTime,
+    ) -> Option<(VideoLevel, u64, usize)> {
+        let scaled = scale(picture, width.max(16), height.max(16));
+        if self.encoder.encode(&scaled, &mut self.packet).is_err() {
+            return None;
+        }
+        let mut header = self.stamper.stamp(ticks, capture_time);
+        header.flags = header.flags.with(self.shape.layer.flag());
+        if !shared.transport.send_media(&header, &self.packet) {
+            return None;
+        }
+        let level = VideoLevel {
+            fps: self.shape.fps,
+            quality: self.shape.quality,
+            size_divisor: self.shape.size_divisor,
+        };
+        Some((level, u64::from(scaled.width) * u64::from(scaled.height), self.packet.len()))
     }
 }
 
@@ -306,15 +346,16 @@ pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Op
     let mut part = VideoPart::default();
     // The last JPEG received from each peer, as received, for `--record`.
     let mut last_jpegs: HashMap<ParticipantId, Bytes> = HashMap::new();
-    // When each peer's last full-layer frame arrived: its small layer is shown only without.
-    let mut last_full: HashMap<ParticipantId, Instant> = HashMap::new();
+    // When each peer's last frame of each layer arrived: a layer is shown only while no larger
+    // one comes.
+    let mut last_layers: HashMap<ParticipantId, LayerTimes> = HashMap::new();
     let mut published = Instant::now();
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(frames) -> received => match received {
                 Ok(received) => {
-                    if shows_layer(&mut last_full, &received, Instant::now()) {
+                    if shows_layer(&mut last_layers, &received, Instant::now()) {
                         decode(&shared, &mut decoder, &mut part, &mut last_jpegs, received);
                     }
                 }
@@ -333,19 +374,20 @@ pub(crate) fn run_decode(shared: Arc<Shared>, stop: Receiver<()>, record_dir: Op
     }
 }
 
-/// Whether `received` is of the layer to show: a peer's full frames, and its small ones only
-/// while no full one has come for [`FULL_LAYER_HOLD`] (a relay that forwards both layers).
+/// When a peer's last frame of each layer arrived.
+type LayerTimes = [Option<Instant>; VideoLayer::ALL.len()];
+
+/// Whether `received` is of the layer to show: the largest layer of its peer's that has come
+/// within [`LARGER_LAYER_HOLD`] (a relay that forwards several layers).
 fn shows_layer(
-    last_full: &mut HashMap<ParticipantId, Instant>,
+    last_layers: &mut HashMap<ParticipantId, LayerTimes>,
     received: &ReceivedMedia,
     now: Instant,
 ) -> bool {
-    let sender = received.header.sender;
-    if !received.header.flags.contains(MediaFlags::SMALL) {
-        last_full.insert(sender, now);
-        return true;
-    }
-    last_full.get(&sender).is_none_or(|at| now.saturating_duration_since(*at) >= FULL_LAYER_HOLD)
+    let layer = received.header.flags.layer();
+    let times = last_layers.entry(received.header.sender).or_default();
+    times[layer.index()] = Some(now);
+    times[..layer.index()].iter().flatten().all(|at| now.saturating_duration_since(*at) >= LARGER_LAYER_HOLD)
 }
 
 fn decode(
@@ -398,5 +440,45 @@ fn write_last_frames(shared: &Shared, dir: &std::path::Path, last_jpegs: &HashMa
         if let Err(error) = std::fs::write(&path, jpeg) {
             warn!(%error, path = %path.display(), "cannot write the last video frame");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chinwag_proto::{MediaFlags, MediaHeader, MediaTimestamp, SeqNo};
+
+    fn frame_of(sender: u32, layer: VideoLayer) -> ReceivedMedia {
+        ReceivedMedia {
+            header: MediaHeader {
+                kind: MediaKind::Video,
+                flags: MediaFlags::default().with(layer.flag()),
+                sender: ParticipantId(sender),
+                seq: SeqNo(0),
+                timestamp: MediaTimestamp(0),
+                capture_time: RelayTime::from_micros(0),
+            },
+            payload: Bytes::new(),
+            arrived: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn of_several_layers_only_the_largest_arriving_is_shown() {
+        let start = Instant::now();
+        let mut last = HashMap::new();
+        let ms = Duration::from_millis(1);
+        // A peer's small layer alone is shown; then its middle one arrives and takes over.
+        assert!(shows_layer(&mut last, &frame_of(1, VideoLayer::Small), start));
+        assert!(shows_layer(&mut last, &frame_of(1, VideoLayer::Middle), start + 50 * ms));
+        assert!(!shows_layer(&mut last, &frame_of(1, VideoLayer::Small), start + 100 * ms));
+        // Another peer's layers are its own.
+        assert!(shows_layer(&mut last, &frame_of(2, VideoLayer::Small), start + 100 * ms));
+        // The full layer beats both; once it stops, the middle one is shown again.
+        assert!(shows_layer(&mut last, &frame_of(1, VideoLayer::Full), start + 150 * ms));
+        assert!(!shows_layer(&mut last, &frame_of(1, VideoLayer::Middle), start + 200 * ms));
+        let later = start + 150 * ms + LARGER_LAYER_HOLD;
+        assert!(shows_layer(&mut last, &frame_of(1, VideoLayer::Middle), later));
+        assert!(!shows_layer(&mut last, &frame_of(1, VideoLayer::Small), later));
     }
 }

@@ -19,7 +19,8 @@ pub use control::{
     parse_client_message, parse_server_message,
 };
 pub use media::{
-    HEADER_LEN, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, SeqNo, encode_frame, rewrite_sender_id,
+    HEADER_LEN, MediaFlags, MediaHeader, MediaKind, MediaTimestamp, SeqNo, VideoLayer, encode_frame,
+    rewrite_sender_id,
 };
 pub use validate::{
     MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MAX_ROOM_CHARS, validate_name, validate_password, validate_room,

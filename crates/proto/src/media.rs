@@ -71,6 +71,10 @@ impl MediaFlags {
     /// voice. The relay forwards one layer to each receiver; a receiver that gets both (from
     /// a relay that does not choose) shows the full one.
     pub const SMALL: u8 = 0x02;
+    /// A video frame of the sender's middle layer: the same picture at half the width and
+    /// height, for receivers whose downlink carries more than the small layer but not the
+    /// full one. Like `SMALL`, the relay forwards one layer to each receiver.
+    pub const MIDDLE: u8 = 0x04;
 
     pub const fn contains(self, bit: u8) -> bool {
         self.0 & bit == bit
@@ -78,6 +82,48 @@ impl MediaFlags {
 
     pub const fn with(self, bit: u8) -> Self {
         Self(self.0 | bit)
+    }
+
+    /// The video layer a frame with these flags belongs to (`small` wins over `middle`).
+    pub const fn layer(self) -> VideoLayer {
+        if self.contains(Self::SMALL) {
+            VideoLayer::Small
+        } else if self.contains(Self::MIDDLE) {
+            VideoLayer::Middle
+        } else {
+            VideoLayer::Full
+        }
+    }
+}
+
+/// One of the pictures a video sender sends of the same moment, largest first: its full
+/// frames, and beside them (while the full ones are larger) a middle and a small layer for
+/// receivers on slower downlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VideoLayer {
+    Full,
+    /// Half the full layer's width and height.
+    Middle,
+    /// A quarter of the full layer's width and height.
+    Small,
+}
+
+impl VideoLayer {
+    /// Every layer, largest first.
+    pub const ALL: [VideoLayer; 3] = [VideoLayer::Full, VideoLayer::Middle, VideoLayer::Small];
+
+    /// The flag bit that marks a frame of this layer (none for the full layer).
+    pub const fn flag(self) -> u8 {
+        match self {
+            VideoLayer::Full => 0,
+            VideoLayer::Middle => MediaFlags::MIDDLE,
+            VideoLayer::Small => MediaFlags::SMALL,
+        }
+    }
+
+    /// The layer's place in [`VideoLayer::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -193,6 +239,15 @@ mod tests {
             seq: SeqNo(0x0506_0708),
             timestamp: MediaTimestamp(0x090a_0b0c),
             capture_time: RelayTime::from_micros(0x0d0e_0f10_1112_1314),
+        }
+    }
+
+    #[test]
+    fn each_layer_is_read_back_from_its_flag() {
+        for layer in VideoLayer::ALL {
+            let flags = MediaFlags::default().with(MediaFlags::RESTART).with(layer.flag());
+            assert_eq!(flags.layer(), layer);
+            assert_eq!(VideoLayer::ALL[layer.index()], layer);
         }
     }
 

@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod config;
 mod http;
+mod layers;
 pub mod limiter;
 mod metrics;
 pub mod pacer;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use chinwag_proto::{
-    ClientMessage, ErrorCode, MediaFlags, MediaHeader, MediaKind, ParticipantId, Peer, ProtoError,
-    ServerMessage, Welcome, close_code, parse_client_message, rewrite_sender_id, validate_name,
+    ClientMessage, ErrorCode, MediaHeader, MediaKind, ParticipantId, Peer, ProtoError, ServerMessage,
+    VideoLayer, Welcome, close_code, parse_client_message, rewrite_sender_id, validate_name,
     validate_password, validate_room,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -39,6 +39,7 @@ use crate::cluster::roster::{Change, Presence, Roster};
 use crate::cluster::{ClusterError, ClusterLink, RoomSubjects};
 use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
+use crate::layers::{LAYER_FRAME_TIME, Layers};
 use crate::limiter::RateLimiter;
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::pacer::VideoPacer;
@@ -48,10 +49,6 @@ use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
 const WRITE_BATCH: usize = 64;
-/// A receiver gets a sender's full video layer while one full frame takes at most this long
-/// at the video rate its link carries: voice queued behind a frame on the way waits for all
-/// of it.
-const FULL_FRAME_TIME: Duration = Duration::from_millis(80);
 /// How often the relay pings a receiver it is sending video to: its link's round trip is what
 /// paces that video.
 const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
@@ -290,20 +287,10 @@ pub(crate) struct Link {
 struct LinkState {
     /// This receiver's queue, each frame tagged with its sender.
     queue: MediaQueue<ParticipantId>,
-    /// What each sender's video layers look like to this receiver: whether its link can take
-    /// that sender's full layer or needs the small one.
+    /// What each sender's video layers look like to this receiver, and which one it gets.
     layers: HashMap<ParticipantId, Layers>,
     /// Set once: why the connection is to close, sent to the client before the close frame.
     closing: Option<Closing>,
-}
-
-/// One sender's video layers as a receiver was offered them.
-#[derive(Debug, Default)]
-struct Layers {
-    /// The size of its last full frame.
-    full_bytes: Option<usize>,
-    /// Whether it sends a small layer at all.
-    small_seen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -594,9 +581,9 @@ impl Hub {
     pub(crate) fn remote_media(&self, room: &str, kind: MediaKind, sender: ParticipantId, frame: Bytes) {
         let Some(fanout) = lock(&self.state).fanouts.get(room).cloned() else { return };
         let now = Instant::now();
-        let small = small_layer(&frame);
+        let layer = video_layer(&frame);
         for member in fanout.members().iter() {
-            member.push_media(now, kind, small, sender, frame.clone(), self);
+            member.push_media(now, kind, layer, sender, frame.clone(), self);
         }
     }
 
@@ -633,13 +620,12 @@ impl Link {
         self.wake.notify_one();
     }
 
-    /// Queues `frame` of `sender`'s for this receiver; `small` if it is a video frame of the
-    /// sender's small layer.
+    /// Queues `frame` of `sender`'s for this receiver; `layer` is the layer of a video frame.
     fn push_media(
         &self,
         now: Instant,
         kind: MediaKind,
-        small: bool,
+        layer: VideoLayer,
         sender: ParticipantId,
         frame: Bytes,
         hub: &Hub,
@@ -648,7 +634,7 @@ impl Link {
         if state.closing.is_some() {
             return;
         }
-        if kind == MediaKind::Video && !self.wants_layer(&mut state, sender, small, frame.len()) {
+        if kind == MediaKind::Video && !self.wants_layer(now, &mut state, sender, layer, frame.len()) {
             return;
         }
         let pushed = match kind {
@@ -677,22 +663,18 @@ impl Link {
         self.wake.notify_one();
     }
 
-    /// Whether this receiver gets `frame`, a video frame of `sender`'s: the full layer while
-    /// one full frame takes at most [`FULL_FRAME_TIME`] of the video rate its link carries, the
-    /// small layer (where the sender sends one) otherwise.
-    fn wants_layer(&self, state: &mut LinkState, sender: ParticipantId, small: bool, len: usize) -> bool {
-        let layers = state.layers.entry(sender).or_default();
-        if small {
-            layers.small_seen = true;
-        } else {
-            layers.full_bytes = Some(len);
-        }
-        let (Some(full), true) = (layers.full_bytes, layers.small_seen) else {
-            // One layer is all there is (so far): it goes, paced.
-            return true;
-        };
-        let takes_full = lock(&self.pacer).video_bps() / 8.0 * FULL_FRAME_TIME.as_secs_f64() >= full as f64;
-        takes_full != small
+    /// Whether this receiver gets a `len`-byte video frame of `sender`'s `layer`: see
+    /// [`Layers::handle_frame`].
+    fn wants_layer(
+        &self,
+        now: Instant,
+        state: &mut LinkState,
+        sender: ParticipantId,
+        layer: VideoLayer,
+        len: usize,
+    ) -> bool {
+        let budget = lock(&self.pacer).video_bps() / 8.0 * LAYER_FRAME_TIME.as_secs_f64();
+        state.layers.entry(sender).or_default().handle_frame(now, layer, len, budget)
     }
 
     /// Asks the writer to send `closing` as an error and close, dropping whatever is queued.
@@ -748,9 +730,10 @@ impl Link {
     }
 }
 
-/// Whether `frame` is a video frame of its sender's small layer.
-fn small_layer(frame: &[u8]) -> bool {
-    MediaHeader::decode(frame).is_ok_and(|(header, _)| header.flags.contains(MediaFlags::SMALL))
+/// The video layer `frame` belongs to (the full one for audio, and for a frame that does not
+/// decode).
+fn video_layer(frame: &[u8]) -> VideoLayer {
+    MediaHeader::decode(frame).map_or(VideoLayer::Full, |(header, _)| header.flags.layer())
 }
 
 fn too_slow() -> Closing {
@@ -1098,9 +1081,9 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
     };
     hub.metrics.received(header.kind, frame.len());
     let frame = frame.freeze();
-    let small = header.flags.contains(MediaFlags::SMALL);
+    let layer = header.flags.layer();
     for member in fanout.members().iter().filter(|member| member.id != link.id) {
-        member.push_media(now, header.kind, small, link.id, frame.clone(), hub);
+        member.push_media(now, header.kind, layer, link.id, frame.clone(), hub);
     }
     if fanout.remote.load(Relaxed) > 0
         && let (Some(cluster), Some(subjects)) = (&hub.cluster, &fanout.subjects)

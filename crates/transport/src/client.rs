@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chinwag_proto::{
     ClientMessage, ErrorCode, HEADER_LEN, Join, MediaHeader, MediaKind, ParticipantId, Peer, PeerState,
-    ServerMessage, StateUpdate, parse_server_message,
+    ServerMessage, StateUpdate, VideoLayer, parse_server_message,
 };
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits};
 use chinwag_rate::LinkEstimator;
@@ -170,7 +170,7 @@ pub struct Transport {
 struct Shared {
     /// Tagged with whether a video frame is of the small layer: a newer frame replaces an
     /// older one of its own layer only.
-    queue: Mutex<MediaQueue<bool>>,
+    queue: Mutex<MediaQueue<VideoLayer>>,
     /// The last state sent, repeated after every rejoin.
     state: Mutex<Option<StateUpdate>>,
     wake: Notify,
@@ -252,10 +252,8 @@ impl Transport {
         let pushed = {
             let mut queue = lock(&self.shared.queue);
             match header.kind {
-                MediaKind::Audio => queue.push_audio(now, false, frame),
-                MediaKind::Video => {
-                    queue.push_video(now, header.flags.contains(chinwag_proto::MediaFlags::SMALL), frame)
-                }
+                MediaKind::Audio => queue.push_audio(now, VideoLayer::Full, frame),
+                MediaKind::Video => queue.push_video(now, header.flags.layer(), frame),
             }
         };
         let queued = !matches!(pushed, Pushed::DroppedOversized | Pushed::DroppedVideoOverBudget);
