@@ -57,7 +57,7 @@ impl LowerLayer {
 /// The rungs, best first: (size divisor, frames per second, quality below the best). Full size
 /// down to 15 fps; then half size, whose frames are small enough for a slow link, at the full
 /// rate first; then quarter size. The comments give what a camera-like 640×480 picture costs.
-const LADDER: [(u32, f64, u8); 16] = [
+const LADDER: [(u32, f64, u8); 18] = [
     (1, 30.0, 0),  // 37.6 kB a frame, 9 Mb/s
     (1, 30.0, 15), // 6.4 Mb/s
     (1, 20.0, 15), // 4.3 Mb/s
@@ -71,7 +71,9 @@ const LADDER: [(u32, f64, u8); 16] = [
     (2, 15.0, 35), // 0.58 Mb/s
     (2, 15.0, 45), // 0.47 Mb/s
     (4, 30.0, 35), // 2.2 kB, 0.5 Mb/s
+    (4, 25.0, 35), // 0.43 Mb/s
     (4, 20.0, 35), // 0.35 Mb/s
+    (4, 15.0, 35), // 0.26 Mb/s
     (4, 10.0, 35), // 0.18 Mb/s
     (4, 5.0, 35),  // 0.09 Mb/s
 ];

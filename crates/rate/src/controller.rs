@@ -67,6 +67,9 @@ const SHRINKING: Duration = Duration::from_millis(20);
 /// How far above the delivered rate the rate may climb: twice, since a video sender's rungs
 /// are coarse and the next one up may cost half again what the current one does.
 const DELIVERED_HEADROOM: f64 = 2.0;
+/// How much less than the link a link that is draining a queue can seem to deliver (its far
+/// end counts over a second that may include the cut), at most.
+const DRAINING_UNDERSTATES: f64 = 1.5;
 /// How long trouble is remembered at full strength; after that the ceiling lifts gradually.
 const MEMORY: Duration = Duration::from_secs(30);
 
@@ -122,11 +125,14 @@ impl RateController {
                         self.overuses += 1;
                         let delivered = signals.delivered_bps.filter(|bps| *bps > 0.0).unwrap_or(self.target);
                         self.target = self.target.min(delivered) * DRAIN_TO;
-                        // The link's rate is what it delivered when it first filled: cut
-                        // already, it delivers less while it drains, and remembering that
-                        // would hold the rate below the link for the next half minute.
+                        // The link's rate is about what it delivered when it first filled:
+                        // cut already, it delivers less while it drains, and remembering that
+                        // would hold the rate below the link for the next half minute. But
+                        // no more than a little above what it delivers now: a link that
+                        // suddenly got slower delivered the old rate when it first filled.
                         let before = self.trouble.map_or(0.0, |(rate, _)| rate);
-                        self.trouble = Some((delivered.max(before), now));
+                        let remembered = before.min(delivered * DRAINING_UNDERSTATES);
+                        self.trouble = Some((delivered.max(remembered), now));
                         self.draining = Some(queue);
                         self.hold_until = Some(now + HOLD);
                     }
@@ -211,5 +217,35 @@ mod tests {
             controller.handle_signals(start + step * Duration::from_millis(100), calm(used));
         }
         assert!(controller.target_bps() > 5_000_000.0, "{}", controller.target_bps());
+    }
+
+    #[test]
+    fn a_link_that_suddenly_slows_is_not_filled_again_at_its_old_rate() {
+        let start = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut controller =
+            RateController::new(RateConfig { start_bps: 3_000_000.0, ..RateConfig::default() });
+        let signals = |queue_ms: u32, delivered: f64| LinkSignals {
+            queue_delay: Some(queue_ms * ms),
+            delivered_bps: Some(delivered),
+            backlog: false,
+        };
+        // A 4 Mb/s link carrying 3 Mb/s drops to 0.5 Mb/s: the queue shows while the far end
+        // still counts the old rate, then stays while it counts the new one.
+        controller.handle_signals(start, signals(0, 3_000_000.0));
+        controller.handle_signals(start + 200 * ms, signals(150, 2_500_000.0));
+        let mut now = start + 200 * ms;
+        for _ in 0..6 {
+            now += 400 * ms;
+            controller.handle_signals(now, signals(300, 500_000.0));
+        }
+        // Calm again, the sender using what it is allowed: it climbs, but not past the new link.
+        let mut highest: f64 = 0.0;
+        for _ in 0..150 {
+            now += 100 * ms;
+            let used = controller.target_bps().min(500_000.0);
+            highest = highest.max(controller.handle_signals(now, signals(0, used)));
+        }
+        assert!(highest <= 650_000.0, "climbed to {highest} b/s on a 0.5 Mb/s link");
     }
 }

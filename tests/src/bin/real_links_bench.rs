@@ -150,6 +150,12 @@ fn main() -> anyhow::Result<()> {
         match run_row(&relay, &row, &call_dir, &speech_path, &speech, &clip, seconds, args.measure_from) {
             Ok(outcome) => {
                 print_row(&row, &outcome, &mut baseline);
+                let series: Vec<String> = outcome.heard[0]
+                    .delays
+                    .iter()
+                    .map(|(at, delay)| format!("{at:.0}s {delay:.0}"))
+                    .collect();
+                eprintln!("{}: mouth-to-ear by piece of speech (ms): {}", row.name, series.join(", "));
                 if row.seconds_extra > 0.0 {
                     print_recovery(&outcome, baseline);
                 }
