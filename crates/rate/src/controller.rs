@@ -37,8 +37,7 @@ impl Default for RateConfig {
     fn default() -> Self {
         Self {
             min_bps: 100_000.0,
-            // A camera's 640×480 at 30 fps (9 Mb/s of camera-like JPEG) and its lower layers.
-            max_bps: 12_000_000.0,
+            max_bps: 10_000_000.0,
             start_bps: 400_000.0,
             overuse_delay: Duration::from_millis(40),
         }
