@@ -39,14 +39,14 @@ pub struct LowerLayer {
 }
 
 /// The lower layers, largest first. From a camera-like 640×480 picture: the middle one is
-/// 320×240 at about 7.6 kB a frame (1.8 Mb/s at 30 fps, for downlinks of about 2 to 4 Mb/s),
-/// the small one 160×120 at about 3 kB (0.35 Mb/s at 15 fps). Together they cost about a
+/// 320×240 at about 6.7 kB a frame (1.6 Mb/s at 30 fps, for downlinks of about 2 to 4 Mb/s),
+/// the small one 160×120 at about 1.8 kB (0.2 Mb/s at 15 fps). Together they cost about a
 /// quarter of what the full frames do: simulcast's usual price. Within the default 10 Mb/s
 /// the full frames of a clean link are then 640×480 at quality 60 rather than 75: a sender
 /// using 11 Mb/s filled a 40 ms WAN path's TCP and put its voice 20-40 ms later.
 pub const LOWER_LAYERS: [LowerLayer; 2] = [
-    LowerLayer { layer: VideoLayer::Middle, size_divisor: 2, fps: 30.0, quality: 65 },
-    LowerLayer { layer: VideoLayer::Small, size_divisor: 4, fps: 15.0, quality: 70 },
+    LowerLayer { layer: VideoLayer::Middle, size_divisor: 2, fps: 30.0, quality: 60 },
+    LowerLayer { layer: VideoLayer::Small, size_divisor: 4, fps: 15.0, quality: 50 },
 ];
 
 impl LowerLayer {
@@ -319,6 +319,38 @@ mod tests {
             }
         }
         (sent, bytes as f64 * 8.0 / seconds as f64)
+    }
+
+    #[test]
+    fn each_rung_costs_at_most_twice_the_one_below_lower_layers_included() {
+        // The controller climbs to at most twice what the link is seen to deliver: a rung
+        // that costs more than that over the one below could never be reached.
+        let cost = |(divisor, fps, below): (u32, f64, u8)| {
+            let level = VideoLevel { fps, quality: 75 - below, size_divisor: divisor };
+            let lower: f64 = LOWER_LAYERS
+                .iter()
+                .filter(|lower| lower.goes_beside(level))
+                .map(|lower| {
+                    let level = VideoLevel {
+                        fps: lower.fps,
+                        quality: lower.quality,
+                        size_divisor: lower.size_divisor,
+                    };
+                    camera_bytes(level) as f64 * lower.fps
+                })
+                .sum();
+            camera_bytes(level) as f64 * fps + lower
+        };
+        for pair in LADDER.windows(2) {
+            let (upper, lower) = (cost(pair[0]), cost(pair[1]));
+            assert!(upper >= lower, "{:?} costs less than {:?}", pair[0], pair[1]);
+            assert!(
+                upper <= 2.0 * lower,
+                "{:?} costs {upper:.0} B/s, over twice {:?}'s {lower:.0}",
+                pair[0],
+                pair[1]
+            );
+        }
     }
 
     #[test]
