@@ -26,11 +26,16 @@ use crate::{AudioSink, AudioSource, CaptureError, DeviceTrouble, SAMPLE_RATE};
 
 /// How long the ring between callback and caller can hold, in seconds.
 const RING_SECONDS: f64 = 0.5;
-/// The device period asked for where the host allows a fixed size, through ALSA: 20 ms (cpal
-/// makes the buffer two periods; ALSA's PulseAudio plugin, which needs three, makes it 13 ms
-/// periods and 20 ms in all). cpal's default on ALSA is about 100 ms, which alone would spoil a
-/// call's delay; 10 ms through the plugin underruns under load.
+/// The device period asked for where the host allows a fixed size, through ALSA: 20 ms for a
+/// speaker (cpal makes the buffer two periods; ALSA's PulseAudio plugin, which needs three,
+/// makes it 13 ms periods and 40 ms in all). cpal's default on ALSA is about 100 ms, which
+/// alone would spoil a call's delay; 10 ms through the plugin underruns under load.
 const DEVICE_BUFFER_SECONDS: f64 = 0.020;
+/// The same for a microphone: 15 ms, which the plugin makes three 10 ms periods. A capture
+/// device cannot underrun, and periods that divide the 10 and 20 ms voice frames let frames
+/// go out evenly: 13 ms periods finished 20 ms frames 0 and 7 ms late by turns, and the
+/// listener's jitter buffer grew to cover the unevenness.
+const DEVICE_INPUT_BUFFER_SECONDS: f64 = 0.015;
 /// The same through PulseAudio's own protocol, where the server keeps two periods as its
 /// end-to-end latency target and its own timer-based scheduling rides out a late callback.
 const PULSE_BUFFER_SECONDS: f64 = 0.010;
@@ -150,6 +155,7 @@ fn find_device(direction: &'static str, name: Option<&str>) -> Result<(cpal::Dev
     let period = match host.id() {
         #[cfg(target_os = "linux")]
         cpal::HostId::PulseAudio => PULSE_BUFFER_SECONDS,
+        _ if direction == "input" => DEVICE_INPUT_BUFFER_SECONDS,
         _ => DEVICE_BUFFER_SECONDS,
     };
     find_on(&host, direction, name).map(|device| (device, period))
