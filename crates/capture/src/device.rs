@@ -42,9 +42,11 @@ const PULSE_BUFFER_SECONDS: f64 = 0.010;
 /// Set to `alsa` to use ALSA even where a PulseAudio server runs (for comparison, or a
 /// server that misbehaves).
 pub const AUDIO_HOST_ENV: &str = "CHINWAG_AUDIO_HOST";
-/// How much audio the speaker ring is kept at, on top of the device's own buffer: one
-/// mixer tick and a little, enough to ride out a scheduling hiccup of the playout thread.
-const SPEAKER_TARGET_SECONDS: f64 = 0.015;
+/// How much audio the speaker ring is kept at, on top of the device's own buffer: 5 ms, so
+/// that it holds 5 to 15 ms as the playout thread adds 10 ms ticks. The device's own buffer
+/// (20 ms through PulseAudio) rides out a late tick of the playout thread, which runs at
+/// real-time priority; 15 ms here cost 8 ms of mouth-to-ear through devices for nothing.
+const SPEAKER_TARGET_SECONDS: f64 = 0.005;
 /// How long the caller waits for the speaker to take audio (a little over two device
 /// periods) before calling it stalled. While it is stalled, frames are dropped at the pace
 /// they would have played: the playout thread keeps its own pace rather than stalling with

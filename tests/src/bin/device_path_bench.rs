@@ -82,6 +82,10 @@ struct Args {
     /// Run the Chinwag talker with echo cancellation, noise suppression and gain control off.
     #[arg(long)]
     no_processing: bool,
+    /// One more argument for the Chinwag talker (repeatable), e.g. `--talker-arg=--no-agc` to
+    /// find which processing stage costs what.
+    #[arg(long, allow_hyphen_values = true)]
+    talker_arg: Vec<String>,
     /// Leave Mumble out.
     #[arg(long)]
     no_mumble: bool,
@@ -201,7 +205,9 @@ fn main() -> anyhow::Result<()> {
                 Err(error) => println!("run {run}: {}: failed: {error:#}", System::Loop.label()),
             }
             let measured = match system {
-                System::Chinwag => run_chinwag(&harness, &run_dir, args.seconds, args.no_processing),
+                System::Chinwag => {
+                    run_chinwag(&harness, &run_dir, args.seconds, args.no_processing, &args.talker_arg)
+                }
                 System::Mumble => mumble.as_ref().expect("only listed with Mumble").run(&harness, &run_dir),
                 System::Loop => unreachable!("the loop runs before each system"),
             };
@@ -558,6 +564,7 @@ fn run_chinwag(
     dir: &Path,
     seconds: f64,
     no_processing: bool,
+    talker_args: &[String],
 ) -> anyhow::Result<Measurement> {
     std::fs::create_dir_all(dir)?;
     let relay = RelayProcess::start(&sibling_binary("chinwag-relay"), &[])?;
@@ -581,6 +588,7 @@ fn run_chinwag(
     if no_processing {
         talker_command.args(["--no-aec", "--no-ns", "--no-agc"]);
     }
+    talker_command.args(talker_args);
     let talker = Watched::spawn(talker_command)?;
     talker.wait_for_line("joined room", Duration::from_secs(15))?;
     std::thread::sleep(Duration::from_millis(1500));
