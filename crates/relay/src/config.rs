@@ -47,6 +47,16 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
 
+    /// Largest audio frame in bytes, header included; larger ones are dropped and counted
+    /// [default: 4096]. Opus packets of a voice call are a few hundred bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_audio_frame_bytes: Option<usize>,
+
+    /// Largest video frame in bytes, header included; larger ones are dropped and counted
+    /// [default: --max-message-bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_video_frame_bytes: Option<usize>,
+
     /// Seconds a new connection has to finish its handshake and send `join` [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub join_timeout: Option<f64>,
@@ -73,8 +83,8 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub max_bytes_per_sec: Option<u64>,
 
-    /// Bytes of audio and control queued for one receiver before it counts as too slow and
-    /// is disconnected [default: 262144].
+    /// Bytes of audio and control queued for one receiver; past it the oldest audio is
+    /// dropped [default: 262144].
     #[arg(long, value_name = "BYTES")]
     pub receiver_audio_bytes: Option<usize>,
 
@@ -120,6 +130,8 @@ pub struct Config {
     pub max_participants: usize,
     pub max_connections: usize,
     pub max_message_bytes: usize,
+    pub max_audio_frame_bytes: usize,
+    pub max_video_frame_bytes: usize,
     pub join_timeout: Duration,
     pub idle_timeout: Duration,
     pub ping_interval: Duration,
@@ -176,6 +188,8 @@ impl Default for Config {
             max_participants: 16,
             max_connections: 1000,
             max_message_bytes: 1 << 20,
+            max_audio_frame_bytes: 4 << 10,
+            max_video_frame_bytes: 1 << 20,
             join_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
@@ -217,6 +231,8 @@ impl Args {
             max_participants: self.max_participants.or(other.max_participants),
             max_connections: self.max_connections.or(other.max_connections),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            max_audio_frame_bytes: self.max_audio_frame_bytes.or(other.max_audio_frame_bytes),
+            max_video_frame_bytes: self.max_video_frame_bytes.or(other.max_video_frame_bytes),
             join_timeout: self.join_timeout.or(other.join_timeout),
             idle_timeout: self.idle_timeout.or(other.idle_timeout),
             ping_interval: self.ping_interval.or(other.ping_interval),
@@ -242,6 +258,8 @@ impl Args {
             (None, None) => None,
             _ => return Err(invalid("tls-cert", "and --tls-key must be given together")),
         };
+        let max_message_bytes =
+            at_least("max-message-bytes", self.max_message_bytes, 1024, defaults.max_message_bytes)?;
         let config = Config {
             listen: self.listen.unwrap_or(defaults.listen),
             tls,
@@ -252,11 +270,18 @@ impl Args {
                 defaults.max_participants,
             )?,
             max_connections: at_least("max-connections", self.max_connections, 1, defaults.max_connections)?,
-            max_message_bytes: at_least(
-                "max-message-bytes",
-                self.max_message_bytes,
+            max_message_bytes,
+            max_audio_frame_bytes: at_least(
+                "max-audio-frame-bytes",
+                self.max_audio_frame_bytes,
+                256,
+                defaults.max_audio_frame_bytes,
+            )?,
+            max_video_frame_bytes: at_least(
+                "max-video-frame-bytes",
+                self.max_video_frame_bytes,
                 1024,
-                defaults.max_message_bytes,
+                max_message_bytes,
             )?,
             join_timeout: seconds("join-timeout", self.join_timeout, defaults.join_timeout)?,
             idle_timeout: seconds("idle-timeout", self.idle_timeout, defaults.idle_timeout)?,
@@ -313,6 +338,18 @@ impl Args {
         };
         if config.max_name_chars > MAX_NAME_CHARS {
             return Err(invalid("max-name-chars", format!("must be at most {MAX_NAME_CHARS}")));
+        }
+        for (flag, bytes) in [
+            ("max-audio-frame-bytes", config.max_audio_frame_bytes),
+            ("max-video-frame-bytes", config.max_video_frame_bytes),
+        ] {
+            if bytes > config.max_message_bytes {
+                let limit = config.max_message_bytes;
+                return Err(invalid(flag, format!("must be at most --max-message-bytes ({limit})")));
+            }
+        }
+        if config.max_audio_frame_bytes > config.receiver_audio_bytes {
+            return Err(invalid("max-audio-frame-bytes", "must be at most --receiver-audio-bytes"));
         }
         if config.ping_interval >= config.idle_timeout {
             return Err(invalid("ping-interval", "must be shorter than --idle-timeout"));
@@ -395,6 +432,18 @@ mod tests {
         assert_eq!(config.max_participants, 16);
         assert_eq!(config.max_message_bytes, 1 << 20);
         assert_eq!(config.join_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_audio_frame_bytes, 4096);
+        assert_eq!(config.max_video_frame_bytes, config.max_message_bytes);
+    }
+
+    #[test]
+    fn frame_limits_follow_the_message_limit() {
+        let args = ["chinwag-relay", "--max-message-bytes", "100000"];
+        let config = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(config.max_video_frame_bytes, 100_000, "video defaults to the message limit");
+        let args = ["chinwag-relay", "--max-message-bytes", "100000", "--max-video-frame-bytes", "200000"];
+        let error = Args::parse_from(args).into_config().unwrap_err();
+        assert_eq!(error.to_string(), "--max-video-frame-bytes must be at most --max-message-bytes (100000)");
     }
 
     #[test]

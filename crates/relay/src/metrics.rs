@@ -17,8 +17,11 @@ pub enum DropReason {
     VideoSuperseded,
     /// A video frame that did not fit the receiver's video budget.
     VideoQueueFull,
-    /// A frame larger than a receiver's whole budget for its kind.
+    /// A frame larger than the relay's limit for its kind (dropped as it arrives, once) or
+    /// than a receiver's whole budget for its kind.
     FrameTooLarge,
+    /// Audio dropped, oldest first, to keep a receiver's queue within its byte budget.
+    AudioQueueFull,
     /// Frames thrown away with the queue of a receiver disconnected for being too slow.
     ReceiverTooSlow,
     /// Frames thrown away with the queue of a receiver closed for another reason (it broke a
@@ -27,11 +30,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 7] = [
         DropReason::BadHeader,
         DropReason::VideoSuperseded,
         DropReason::VideoQueueFull,
         DropReason::FrameTooLarge,
+        DropReason::AudioQueueFull,
         DropReason::ReceiverTooSlow,
         DropReason::ReceiverClosed,
     ];
@@ -42,6 +46,7 @@ impl DropReason {
             DropReason::VideoSuperseded => "video_superseded",
             DropReason::VideoQueueFull => "video_queue_full",
             DropReason::FrameTooLarge => "frame_too_large",
+            DropReason::AudioQueueFull => "audio_queue_full",
             DropReason::ReceiverTooSlow => "receiver_too_slow",
             DropReason::ReceiverClosed => "receiver_closed",
         }

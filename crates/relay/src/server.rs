@@ -405,7 +405,7 @@ impl Hub {
         let link = Arc::new(Link {
             id: joined.id,
             state: Mutex::new(LinkState {
-                queue: MediaQueue::new(self.queue_limits(), AudioPolicy::Refuse),
+                queue: MediaQueue::new(self.queue_limits(), AudioPolicy::TooSlowWhenStale),
                 layers: HashMap::new(),
                 closing: None,
             }),
@@ -626,8 +626,10 @@ impl Link {
         if state.closing.is_some() {
             return;
         }
-        if state.queue.push_control(message.to_json()) == Pushed::TooSlow {
-            self.close_locked(&mut state, hub, too_slow());
+        match state.queue.push_control(message.to_json()) {
+            Pushed::TooSlow => self.close_locked(&mut state, hub, too_slow()),
+            Pushed::QueuedDroppingOldAudio(n) => hub.metrics.dropped(DropReason::AudioQueueFull, n as usize),
+            _ => {}
         }
         drop(state);
         self.wake.notify_one();
@@ -656,7 +658,8 @@ impl Link {
             MediaKind::Video => state.queue.push_video(now, sender, frame),
         };
         match pushed {
-            Pushed::Queued | Pushed::QueuedDroppingOldAudio(_) => {}
+            Pushed::Queued => {}
+            Pushed::QueuedDroppingOldAudio(n) => hub.metrics.dropped(DropReason::AudioQueueFull, n as usize),
             Pushed::ReplacedOlderVideo => hub.metrics.dropped(DropReason::VideoSuperseded, 1),
             Pushed::DroppedVideoOverBudget => {
                 hub.metrics.dropped(DropReason::VideoQueueFull, 1);
@@ -1097,6 +1100,17 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
         }
     };
     hub.metrics.received(header.kind, frame.len());
+    let limit = match header.kind {
+        MediaKind::Audio => hub.config.max_audio_frame_bytes,
+        MediaKind::Video => hub.config.max_video_frame_bytes,
+    };
+    if frame.len() > limit {
+        // Queued, one such frame would take the place of many good ones in every receiver's
+        // queue; it is the sender's problem alone.
+        debug!(id = %link.id, kind = header.kind.as_str(), len = frame.len(), "dropped an oversized frame");
+        hub.metrics.dropped(DropReason::FrameTooLarge, 1);
+        return;
+    }
     let frame = frame.freeze();
     let small = header.flags.contains(MediaFlags::SMALL);
     for member in fanout.members().iter().filter(|member| member.id != link.id) {

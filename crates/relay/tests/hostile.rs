@@ -1,0 +1,114 @@
+//! What a hostile client can do to a relay and the people on it, with the relay's default
+//! flags wherever the attack was against a default: a real `chinwag-relay` process on a
+//! loopback port, raw WebSocket clients.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, media_frame, metric};
+use chinwag_proto::{ClientMessage, MediaHeader, MediaKind, ParticipantId, ServerMessage};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn relay(args: &[&str]) -> RelayProcess {
+    RelayProcess::start(Path::new(env!("CARGO_BIN_EXE_chinwag-relay")), args).expect("relay starts")
+}
+
+/// Reads until `n` audio frames from `speaker` have arrived; `Err` says what happened instead.
+async fn hear(mut client: TestClient, speaker: ParticipantId, n: usize) -> Result<TestClient, String> {
+    let mut heard = 0;
+    while heard < n {
+        match client.next(10 * SECOND).await {
+            Ok(Received::Media(frame)) => {
+                let (header, _) = MediaHeader::decode(&frame).map_err(|error| error.to_string())?;
+                if header.sender == speaker && header.kind == MediaKind::Audio {
+                    heard += 1;
+                }
+            }
+            Ok(Received::Control(ServerMessage::Error(error))) => {
+                return Err(format!("disconnected after {heard} of {n} frames: {error:?}"));
+            }
+            Ok(Received::Control(_)) => {}
+            Ok(Received::Closed(frame)) => {
+                return Err(format!("closed after {heard} of {n} frames: {frame:?}"));
+            }
+            Err(error) => return Err(format!("after {heard} of {n} frames: {error:#}")),
+        }
+    }
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_audio_frames_disconnect_nobody() {
+    let relay = relay(&[]);
+    let metrics = a_hostile_burst_of_audio_leaves_the_room_alone(&relay).await;
+    assert_eq!(
+        metric(&metrics, "chinwag_dropped_frames_total{reason=\"frame_too_large\"}"),
+        Some(7),
+        "the hostile frames were dropped once each, on the way in: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_audio_past_the_queue_budget_is_no_verdict_on_fast_readers() {
+    // A relay that lets large audio frames in: the burst reaches the receivers' queues, and
+    // only how long audio waits there may count against them, never its bytes.
+    let relay = relay(&["--max-audio-frame-bytes", "250000"]);
+    let metrics = a_hostile_burst_of_audio_leaves_the_room_alone(&relay).await;
+    assert_eq!(
+        metric(&metrics, "chinwag_dropped_frames_total{reason=\"frame_too_large\"}"),
+        Some(1),
+        "only the frame over the limit was dropped on the way in: {metrics}"
+    );
+    let overflow = metric(&metrics, "chinwag_dropped_frames_total{reason=\"audio_queue_full\"}");
+    eprintln!("hostile audio dropped from full receiver queues: {overflow:?}");
+}
+
+/// Four listeners read as fast as they can while a hostile member sends audio frames far
+/// larger than voice and a speaker talks; every listener hears every word. Returns the
+/// relay's metrics afterwards.
+async fn a_hostile_burst_of_audio_leaves_the_room_alone(relay: &RelayProcess) -> String {
+    let (mut speaker, speaker_welcome) = TestClient::join(&relay.url, "r", "Speaker", None).await.unwrap();
+    let mut listeners = Vec::new();
+    for name in ["Ada", "Bob", "Carol", "Dan"] {
+        listeners.push(TestClient::join(&relay.url, "r", name, None).await.unwrap().0);
+    }
+    let (mut hostile, _) = TestClient::join(&relay.url, "r", "Hostile", None).await.unwrap();
+
+    // Every listener reads as fast as it can from now on.
+    const SPOKEN: usize = 20;
+    let hearing: Vec<_> =
+        listeners.into_iter().map(|client| tokio::spawn(hear(client, speaker_welcome.id, SPOKEN))).collect();
+
+    // One audio frame larger than a receiver's whole audio queue (256 KiB) but under the
+    // message limit (1 MiB), then a few that fit the queue one at a time but not two together.
+    hostile.send_binary(media_frame(MediaKind::Audio, 0, 0, &vec![0x11; 300 << 10])).await.unwrap();
+    for seq in 1..=6 {
+        hostile.send_binary(media_frame(MediaKind::Audio, 0, seq, &vec![0x22; 200 << 10])).await.unwrap();
+    }
+    // The relay handles a connection's messages in order: once the pong is back, the burst is
+    // in the listeners' queues (or dropped), and what follows is the speaker alone.
+    hostile.send(&ClientMessage::Ping { client_time_us: 1, received_bytes: None }).await.unwrap();
+    loop {
+        if let ServerMessage::Pong { .. } = hostile.next_control(5 * SECOND).await.unwrap() {
+            break;
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0..SPOKEN as u32 {
+        tick.tick().await;
+        speaker.send_binary(media_frame(MediaKind::Audio, 0, seq, &[0; 80])).await.unwrap();
+    }
+    let mut still_here = Vec::new();
+    for (listener, hearing) in hearing.into_iter().enumerate() {
+        match hearing.await.unwrap() {
+            Ok(client) => still_here.push(client),
+            Err(problem) => panic!("listener {listener} stopped hearing the speaker: {problem}"),
+        }
+    }
+
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"too_slow\"}"), Some(0), "{metrics}");
+    assert_eq!(metric(&metrics, "chinwag_participants"), Some(6), "{metrics}");
+    metrics
+}
