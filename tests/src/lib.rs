@@ -239,13 +239,19 @@ impl TestClient {
         name: &str,
         password: Option<&str>,
     ) -> anyhow::Result<Welcome> {
-        self.send(&ClientMessage::Join(Join {
+        self.join_with(Join {
             version: 1,
             room: room.into(),
             name: name.into(),
             password: password.map(Into::into),
-        }))
-        .await?;
+            resume: None,
+        })
+        .await
+    }
+
+    /// Sends this `join` on this connection and waits for `welcome`.
+    pub async fn join_with(&mut self, join: Join) -> anyhow::Result<Welcome> {
+        self.send(&ClientMessage::Join(join)).await?;
         match self.next_control(Duration::from_secs(5)).await? {
             ServerMessage::Welcome(welcome) => Ok(welcome),
             other => bail!("expected welcome, got {other:?}"),

@@ -70,7 +70,7 @@ pub(crate) fn by_kind(values: &[AtomicU64; 2]) -> Vec<(String, u64)> {
 }
 
 /// The error codes the relay sends, in the order they are reported.
-const SENT_CODES: [ErrorCode; 11] = [
+const SENT_CODES: [ErrorCode; 12] = [
     ErrorCode::BadRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::WrongPassword,
@@ -82,6 +82,7 @@ const SENT_CODES: [ErrorCode; 11] = [
     ErrorCode::TooSlow,
     ErrorCode::ShuttingDown,
     ErrorCode::Unavailable,
+    ErrorCode::Replaced,
 ];
 
 #[derive(Debug, Default)]

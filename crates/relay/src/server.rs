@@ -57,6 +57,9 @@ const FULL_FRAME_TIME: Duration = Duration::from_millis(80);
 const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after the last video frame those frequent pings go on.
 const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
+/// When a room is full, a member silent this long gives its place to a newcomer: clients
+/// ping at least once a second, so it is almost surely a connection that only looks alive.
+const SILENT_MEMBER_GIVES_WAY: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to deliver its last error and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long the relay waits for connections to close on shutdown.
@@ -242,6 +245,8 @@ struct HubState {
     fanouts: HashMap<String, Arc<Fanout>>,
     /// In a cluster: the participants other relays hold in the rooms this relay is in.
     roster: Roster,
+    /// Each joined participant's `resume` secret.
+    resume: HashMap<String, ParticipantId>,
 }
 
 /// The members of one room, as the reader of each member sees them when it forwards media.
@@ -275,6 +280,8 @@ impl Fanout {
 /// One joined participant's way out: its queue, and the signal that wakes its writer.
 pub(crate) struct Link {
     pub(crate) id: ParticipantId,
+    /// The secret that lets this participant's next connection take its place.
+    resume: String,
     state: Mutex<LinkState>,
     /// Wakes the writer when something was queued or the link is closing.
     wake: Notify,
@@ -283,6 +290,8 @@ pub(crate) struct Link {
     closed: Notify,
     /// Bytes received from this participant, told back in pongs.
     bytes_in: AtomicU64,
+    /// The relay clock when this participant's last message arrived.
+    last_heard_us: AtomicU64,
     /// How much video this participant's link carries.
     pacer: Mutex<VideoPacer>,
 }
@@ -345,6 +354,7 @@ impl Hub {
                 links: HashMap::new(),
                 fanouts: HashMap::new(),
                 roster: Roster::default(),
+                resume: HashMap::new(),
             }),
             config,
             epoch: Instant::now(),
@@ -369,18 +379,76 @@ impl Hub {
     }
 
     /// Joins a participant: through the cluster's room record when clustered, else here.
+    /// A join that brings the `resume` secret of a connection still in the same room ends
+    /// that connection first: it is the same client back, and its old connection, which
+    /// may only look alive, must not keep it out. A join into a full room ends the
+    /// connections of members silent for [`SILENT_MEMBER_GIVES_WAY`] and tries again.
     async fn join(
         &self,
         room: &str,
         name: &str,
         password: Option<&str>,
+        resume: Option<&str>,
     ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        match self.join_once(room, name, password, resume).await {
+            Err(Closing { code: ErrorCode::RoomFull, .. }) if self.end_silent_members(room) => {
+                self.join_once(room, name, password, None).await
+            }
+            joined => joined,
+        }
+    }
+
+    /// Ends the connections of `room`'s members on this relay silent for
+    /// [`SILENT_MEMBER_GIVES_WAY`]; whether there were any.
+    fn end_silent_members(&self, room: &str) -> bool {
+        let now_us = self.now_us();
+        let silent_us = SILENT_MEMBER_GIVES_WAY.as_micros() as u64;
+        let silent: Vec<Arc<Link>> = {
+            let state = lock(&self.state);
+            state
+                .rooms
+                .members(room)
+                .filter_map(|peer| state.links.get(&peer.id))
+                .filter(|link| now_us.saturating_sub(link.last_heard_us.load(Relaxed)) > silent_us)
+                .cloned()
+                .collect()
+        };
+        for link in &silent {
+            info!(%room, id = %link.id, "gave its place to a newcomer after going silent");
+            let seconds = SILENT_MEMBER_GIVES_WAY.as_secs();
+            let message = format!("nothing heard from you for over {seconds} s while the room was full");
+            link.close(self, Closing { code: ErrorCode::Timeout, message });
+            self.leave(link.id);
+        }
+        !silent.is_empty()
+    }
+
+    async fn join_once(
+        &self,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+        resume: Option<&str>,
+    ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        if let Some(stale) = resume.and_then(|resume| self.resumed_link(room, resume)) {
+            info!(%room, id = %stale.id, "replaced by a new connection");
+            let message = "you joined this room again on another connection, which takes this one's place";
+            stale.close(self, Closing { code: ErrorCode::Replaced, message: message.into() });
+            self.leave(stale.id);
+        }
         if let Some(cluster) = &self.cluster {
             return cluster.join(room, name, password).await;
         }
         let mut state = lock(&self.state);
         let joined = state.rooms.handle_join(room, name, password).map_err(|why| refusal(room, why))?;
         Ok(self.welcome_locked(&mut state, room, joined))
+    }
+
+    /// The link in `room` whose `resume` secret this is.
+    fn resumed_link(&self, room: &str, resume: &str) -> Option<Arc<Link>> {
+        let state = lock(&self.state);
+        let id = *state.resume.get(resume)?;
+        (state.rooms.room_of(id) == Some(room)).then(|| state.links.get(&id).cloned()).flatten()
     }
 
     /// Admits a participant the cluster's room record accepted under `id`.
@@ -402,8 +470,10 @@ impl Hub {
         room: &str,
         joined: crate::rooms::Joined,
     ) -> (Arc<Link>, Arc<Fanout>) {
+        let resume = new_resume_secret();
         let link = Arc::new(Link {
             id: joined.id,
+            resume: resume.clone(),
             state: Mutex::new(LinkState {
                 queue: MediaQueue::new(self.queue_limits(), AudioPolicy::TooSlowWhenStale),
                 layers: HashMap::new(),
@@ -412,6 +482,7 @@ impl Hub {
             wake: Notify::new(),
             closed: Notify::new(),
             bytes_in: AtomicU64::new(0),
+            last_heard_us: AtomicU64::new(self.now_us()),
             pacer: Mutex::new(VideoPacer::new(Instant::now())),
         });
         let mut peers: Vec<Peer> = state.roster.peers(room).cloned().collect();
@@ -421,8 +492,10 @@ impl Hub {
             room: room.to_owned(),
             peers,
             server_time_us: self.now_us(),
+            resume: Some(resume.clone()),
         });
         link.push_control(&welcome, self);
+        state.resume.insert(resume, joined.id);
         let announcement = ServerMessage::PeerJoined { peer: joined.peer };
         for other in &joined.others {
             if let Some(other) = state.links.get(&other.id) {
@@ -443,7 +516,9 @@ impl Hub {
 
     pub(crate) fn leave(&self, id: ParticipantId) {
         let mut state = lock(&self.state);
-        state.links.remove(&id);
+        if let Some(link) = state.links.remove(&id) {
+            state.resume.remove(&link.resume);
+        }
         let Some(left) = state.rooms.handle_leave(id) else { return };
         if let Some(cluster) = &self.cluster {
             state.roster.release(&left.room);
@@ -751,6 +826,12 @@ impl Link {
     }
 }
 
+/// 128 random bits in hex: a secret nobody else can guess.
+fn new_resume_secret() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
 /// Whether `frame` is a video frame of its sender's small layer.
 fn small_layer(frame: &[u8]) -> bool {
     MediaHeader::decode(frame).is_ok_and(|(header, _)| header.flags.contains(MediaFlags::SMALL))
@@ -908,7 +989,7 @@ where
         refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
         return None;
     }
-    match hub.join(&join.room, &join.name, join.password.as_deref()).await {
+    match hub.join(&join.room, &join.name, join.password.as_deref(), join.resume.as_deref()).await {
         Ok((link, fanout)) => {
             info!(room = %join.room, id = %link.id, name = %join.name, "joined");
             Some(JoinedConnection { ws, link, fanout })
@@ -1044,6 +1125,7 @@ where
         };
         let now = Instant::now();
         link.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+        link.last_heard_us.store(hub.now_us(), Ordering::Relaxed);
         if !limiter.handle_message(now, message.len()) {
             let message = format!(
                 "you sent more than {} messages or {} bytes per second",

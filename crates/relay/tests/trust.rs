@@ -1,17 +1,22 @@
-//! What a hostile client can do to a relay and the people on it, with the relay's default
-//! flags wherever the attack was against a default: a real `chinwag-relay` process on a
-//! loopback port, raw WebSocket clients.
+//! What a red-team run found a hostile client could do to a relay and the people on it (issue
+//! 13), and what kept honest clients out, each as a test with the relay's default flags
+//! wherever the finding was about a default: a real `chinwag-relay` process on a loopback
+//! port, raw WebSocket clients.
 
 use std::path::Path;
 use std::time::Duration;
 
 use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, media_frame, metric};
-use chinwag_proto::{ClientMessage, MediaHeader, MediaKind, ParticipantId, ServerMessage};
+use chinwag_proto::{ClientMessage, ErrorCode, Join, MediaHeader, MediaKind, ParticipantId, ServerMessage};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn relay(args: &[&str]) -> RelayProcess {
     RelayProcess::start(Path::new(env!("CARGO_BIN_EXE_chinwag-relay")), args).expect("relay starts")
+}
+
+fn join(room: &str, name: &str, resume: Option<&str>) -> Join {
+    Join { version: 1, room: room.into(), name: name.into(), password: None, resume: resume.map(Into::into) }
 }
 
 /// Reads until `n` audio frames from `speaker` have arrived; `Err` says what happened instead.
@@ -111,4 +116,76 @@ async fn a_hostile_burst_of_audio_leaves_the_room_alone(relay: &RelayProcess) ->
     assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"too_slow\"}"), Some(0), "{metrics}");
     assert_eq!(metric(&metrics, "chinwag_participants"), Some(6), "{metrics}");
     metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_takes_the_place_of_its_old_connection_that_only_looks_alive() {
+    let relay = relay(&["--max-participants", "2"]);
+    let (mut ada, _) = TestClient::join(&relay.url, "r", "Ada", None).await.unwrap();
+    // Bob's network changes under him: his old connection goes quiet but stays open as far as
+    // the relay can tell, and the room is full.
+    let (mut old_bob, old_welcome) = TestClient::join(&relay.url, "r", "Bob", None).await.unwrap();
+    assert!(matches!(ada.next_control(5 * SECOND).await.unwrap(), ServerMessage::PeerJoined { .. }));
+    let secret = old_welcome.resume.expect("the relay gives each participant a resume secret");
+
+    let mut guesser = TestClient::connect(&relay.url, None).await.unwrap();
+    let guess = "0".repeat(secret.len());
+    guesser.send(&ClientMessage::Join(join("r", "Bob", Some(&guess)))).await.unwrap();
+    let (error, _) = guesser.expect_refusal(5 * SECOND).await.unwrap();
+    assert_eq!(error.code, ErrorCode::RoomFull, "a wrong secret replaces nobody");
+    let (_elsewhere, _) = {
+        let mut client = TestClient::connect(&relay.url, None).await.unwrap();
+        let welcome = client.join_with(join("other", "Bob", Some(&secret))).await.unwrap();
+        (client, welcome)
+    };
+
+    let mut new_bob = TestClient::connect(&relay.url, None).await.unwrap();
+    let new_welcome = new_bob.join_with(join("r", "Bob", Some(&secret))).await.expect("Bob is back at once");
+    assert_eq!(new_welcome.peers.len(), 1, "{new_welcome:?}");
+    assert_ne!(new_welcome.resume.as_deref(), Some(secret.as_str()), "each connection has its own secret");
+    assert_eq!(ada.next_control(5 * SECOND).await.unwrap(), ServerMessage::PeerLeft { id: old_welcome.id });
+    match ada.next_control(5 * SECOND).await.unwrap() {
+        ServerMessage::PeerJoined { peer } => assert_eq!(peer.id, new_welcome.id),
+        other => panic!("expected Bob to join again, got {other:?}"),
+    }
+    let (error, _) = old_bob.expect_refusal(5 * SECOND).await.unwrap();
+    assert_eq!(error.code, ErrorCode::Replaced, "{error:?}");
+    assert!(error.message.contains("another connection"), "{}", error.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_lets_a_newcomer_take_the_place_of_a_member_gone_silent() {
+    let relay = relay(&["--max-participants", "2"]);
+    let (mut ada, _) = TestClient::join(&relay.url, "r", "Ada", None).await.unwrap();
+    // Bob's app was killed with its network, so his connection neither sends nor closes; he
+    // starts the app again, which knows no secret of the old connection's.
+    let (mut old_bob, old_welcome) = TestClient::join(&relay.url, "r", "Bob", None).await.unwrap();
+    let mut refused_while_bob_was_recent = false;
+    let started = std::time::Instant::now();
+    let new_bob = loop {
+        // Ada pings as clients do; only Bob's old connection is silent.
+        ada.send(&ClientMessage::Ping { client_time_us: 1, received_bytes: None }).await.unwrap();
+        let mut client = TestClient::connect(&relay.url, None).await.unwrap();
+        client.send(&ClientMessage::Join(join("r", "Bob", None))).await.unwrap();
+        match client.next_control(5 * SECOND).await.unwrap() {
+            ServerMessage::Welcome(welcome) => break welcome,
+            ServerMessage::Error(error) => {
+                assert_eq!(error.code, ErrorCode::RoomFull, "{error:?}");
+                refused_while_bob_was_recent = true;
+            }
+            other => panic!("expected welcome or room_full, got {other:?}"),
+        }
+        assert!(started.elapsed() < 20 * SECOND, "Bob was kept out for {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("Bob was back after {:?}", started.elapsed());
+    assert!(refused_while_bob_was_recent, "a member heard from recently keeps its place");
+    assert_ne!(new_bob.id, old_welcome.id);
+    let (error, _) = old_bob.expect_refusal(5 * SECOND).await.unwrap();
+    assert_eq!(error.code, ErrorCode::Timeout, "{error:?}");
+    let mut ada_left_in = true;
+    while let Ok(message) = ada.next_control(Duration::from_millis(300)).await {
+        ada_left_in &= !matches!(message, ServerMessage::Error(_));
+    }
+    assert!(ada_left_in, "Ada, who pinged, kept her place");
 }
