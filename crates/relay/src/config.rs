@@ -73,7 +73,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_name_chars: Option<usize>,
 
-    /// Messages per second one connection may send, sustained; twice this in a burst
+    /// WebSocket frames per second one connection may send, sustained, every kind counted
+    /// (pings, pongs, continuation frames), before and after joining; twice this in a burst
     /// [default: 400].
     #[arg(long, value_name = "N")]
     pub max_messages_per_sec: Option<u32>,

@@ -21,9 +21,19 @@ pub enum Route {
     BadRequest,
 }
 
-/// Reads until the end of the request head. Returns the route and every byte read, so that
-/// the WebSocket handshake can read them again.
-pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Route, Vec<u8>)> {
+/// A request head as read.
+#[derive(Debug)]
+pub struct Head {
+    pub route: Route,
+    /// Every byte read, so that the WebSocket handshake can read them again: the head and
+    /// anything the client sent after it.
+    pub bytes: Vec<u8>,
+    /// How many of `bytes` are the head.
+    pub len: usize,
+}
+
+/// Reads until the end of the request head.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -35,9 +45,14 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Rout
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => return Ok((route(&request), buf)),
+            Ok(httparse::Status::Complete(len)) => {
+                return Ok(Head { route: route(&request), bytes: buf, len });
+            }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => continue,
-            Ok(httparse::Status::Partial) | Err(_) => return Ok((Route::BadRequest, buf)),
+            Ok(httparse::Status::Partial) | Err(_) => {
+                let len = buf.len();
+                return Ok(Head { route: Route::BadRequest, bytes: buf, len });
+            }
         }
     }
 }
@@ -129,7 +144,7 @@ mod tests {
 
     async fn route_of(request: &str) -> Route {
         let mut bytes = request.as_bytes();
-        read_head(&mut bytes).await.unwrap().0
+        read_head(&mut bytes).await.unwrap().route
     }
 
     #[tokio::test]
@@ -147,7 +162,7 @@ mod tests {
     async fn an_endless_head_is_cut_off() {
         let endless = format!("GET / HTTP/1.1\r\n{}", "X-Pad: aaaaaaaaaaaaaaaa\r\n".repeat(1000));
         let mut bytes = endless.as_bytes();
-        assert_eq!(read_head(&mut bytes).await.unwrap().0, Route::BadRequest);
+        assert_eq!(read_head(&mut bytes).await.unwrap().route, Route::BadRequest);
     }
 
     #[tokio::test]

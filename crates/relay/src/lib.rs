@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 mod http;
 pub mod limiter;
+mod metered;
 mod metrics;
 pub mod pacer;
 pub mod rooms;

@@ -39,7 +39,8 @@ use crate::cluster::roster::{Change, Presence, Roster};
 use crate::cluster::{ClusterError, ClusterLink, RoomSubjects};
 use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
-use crate::limiter::RateLimiter;
+use crate::limiter::{FrameMeter, RateLimiter};
+use crate::metered::{Metered, is_rate_exceeded};
 use crate::metrics::{DropReason, Gauges, Metrics};
 use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
@@ -861,8 +862,8 @@ where
     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
     let handshake = async {
         let mut stream = stream;
-        let (route, head) = http::read_head(&mut stream).await.ok()?;
-        match route {
+        let head = http::read_head(&mut stream).await.ok()?;
+        match head.route {
             Route::WebSocket => {}
             Route::Health => {
                 let (status, body) = match hub.cluster.as_ref().map(|cluster| cluster.health()) {
@@ -894,9 +895,13 @@ where
                 return None;
             }
         }
-        tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
-            .await
-            .ok()
+        // Every frame from here on counts against the connection's limits, before and after
+        // joining, whatever its kind.
+        let limiter =
+            RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
+        let meter = FrameMeter::new(limiter, head.len);
+        let stream = Metered::new(Prefixed::new(head.bytes, stream), meter);
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&hub))).await.ok()
     };
     // Until the upgrade a client cannot be sent an error, so running out of time only closes
     // the socket; after it, `wait_for_join` says why it gives up, by the same deadline.
@@ -940,6 +945,10 @@ where
             Ok(None) | Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed))) => return None,
             Ok(Some(Err(WsError::Capacity(_)))) => {
                 refuse(&mut ws, hub, ErrorCode::TooLarge, too_large_message(hub)).await;
+                return None;
+            }
+            Ok(Some(Err(WsError::Io(error)))) if is_rate_exceeded(&error) => {
+                refuse(&mut ws, hub, ErrorCode::RateLimited, rate_limited_message(hub)).await;
                 return None;
             }
             Ok(Some(Err(_))) => return None,
@@ -999,6 +1008,13 @@ where
             None
         }
     }
+}
+
+fn rate_limited_message(hub: &Hub) -> String {
+    format!(
+        "you sent more than {} WebSocket frames or {} bytes per second",
+        hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec
+    )
 }
 
 fn too_large_message(hub: &Hub) -> String {
@@ -1102,8 +1118,6 @@ async fn read_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut limiter =
-        RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
     loop {
         let message = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
             Err(_) => {
@@ -1117,6 +1131,9 @@ where
             )))) => {
                 return Some(Closing { code: ErrorCode::TooLarge, message: too_large_message(hub) });
             }
+            Ok(Some(Err(WsError::Io(error)))) if is_rate_exceeded(&error) => {
+                return Some(Closing { code: ErrorCode::RateLimited, message: rate_limited_message(hub) });
+            }
             Ok(Some(Err(error))) => {
                 debug!(id = %link.id, %error, "connection ended");
                 return None;
@@ -1126,13 +1143,6 @@ where
         let now = Instant::now();
         link.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
         link.last_heard_us.store(hub.now_us(), Ordering::Relaxed);
-        if !limiter.handle_message(now, message.len()) {
-            let message = format!(
-                "you sent more than {} messages or {} bytes per second",
-                hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec
-            );
-            return Some(Closing { code: ErrorCode::RateLimited, message });
-        }
         match message {
             Message::Binary(frame) => forward_media(now, frame, link, fanout, hub),
             Message::Text(text) => match parse_client_message(&text) {

@@ -3,8 +3,12 @@
 //! wherever the finding was about a default: a real `chinwag-relay` process on a loopback
 //! port, raw WebSocket clients.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, media_frame, metric};
 use chinwag_proto::{ClientMessage, ErrorCode, Join, MediaHeader, MediaKind, ParticipantId, ServerMessage};
@@ -188,4 +192,78 @@ async fn a_full_room_lets_a_newcomer_take_the_place_of_a_member_gone_silent() {
         ada_left_in &= !matches!(message, ServerMessage::Error(_));
     }
     assert!(ada_left_in, "Ada, who pinged, kept her place");
+}
+
+/// A WebSocket opened by hand on `/v1`, to send frames no WebSocket library would.
+async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = "GET /v1 HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// One client frame: `first` is the FIN bit and opcode; masked with a zero key, so the
+/// payload goes as it is.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut frame = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Writes `flood` (as much as the relay takes), then reads until the relay closes the
+/// connection; false if it is still open after `within`.
+async fn flood_until_closed(tcp: &mut TcpStream, flood: &[u8], within: Duration) -> bool {
+    let _ = tokio::time::timeout(within, tcp.write_all(flood)).await;
+    let mut sink = vec![0; 64 << 10];
+    let closed = async {
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, closed).await.is_ok()
+}
+
+const PING: u8 = 0x89;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_pings_before_joining_is_rate_limited() {
+    let relay = relay(&[]);
+    let mut tcp = raw_websocket(relay.addr).await;
+    let flood = client_frame(PING, b"").repeat(100_000);
+    assert!(flood_until_closed(&mut tcp, &flood, 4 * SECOND).await, "the flooding connection stays open");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"rate_limited\"}"), Some(1), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_ends_is_rate_limited() {
+    let relay = relay(&[]);
+    let mut tcp = raw_websocket(relay.addr).await;
+    let join = r#"{"type":"join","version":1,"room":"r","name":"Flood"}"#;
+    tcp.write_all(&client_frame(0x81, join.as_bytes())).await.unwrap();
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("welcome") {
+        let mut chunk = [0; 1024];
+        let n = tokio::time::timeout(5 * SECOND, tcp.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before welcome");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    // A text message that is never finished: its first frame without FIN, then endless empty
+    // continuation frames, none of which is a message the relay would ever count.
+    let mut flood = client_frame(0x01, b"{");
+    flood.extend(client_frame(0x00, b"").repeat(100_000));
+    assert!(flood_until_closed(&mut tcp, &flood, 4 * SECOND).await, "the flooding connection stays open");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"rate_limited\"}"), Some(1), "{metrics}");
+    assert_eq!(metric(&metrics, "chinwag_participants"), Some(0), "{metrics}");
 }
