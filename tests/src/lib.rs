@@ -220,6 +220,15 @@ impl TestClient {
         Ok(TestClient { ws })
     }
 
+    /// Opens a plain `ws://` WebSocket from the local address `source` (on Linux any of
+    /// 127.0.0.0/8 works), as a client on another machine would.
+    pub async fn connect_from(url: &str, source: std::net::IpAddr) -> anyhow::Result<TestClient> {
+        let tcp = connect_tcp_from(url, source).await?;
+        let endpoint = format!("{url}{}", chinwag_proto::WS_PATH);
+        let (ws, _) = tokio_tungstenite::client_async(endpoint, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(TestClient { ws })
+    }
+
     /// Connects and joins; fails unless the relay answers with `welcome`.
     pub async fn join(
         url: &str,
@@ -353,6 +362,17 @@ impl TestClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A TCP connection to the relay at the plain `ws://` `url`, from the local address `source`.
+pub async fn connect_tcp_from(url: &str, source: std::net::IpAddr) -> anyhow::Result<TcpStream> {
+    let addr: SocketAddr = url.strip_prefix("ws://").ok_or_else(|| anyhow!("plain ws:// only"))?.parse()?;
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("cannot bind to {source}"))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// A plain HTTP GET on loopback; returns the status code and body.

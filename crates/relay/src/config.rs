@@ -42,6 +42,17 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Most open connections from one source (an IPv4 address or an IPv6 /64), joined or
+    /// not; 0 for no limit [default: 50]. Raise it when clients reach the relay through a NAT
+    /// or a proxy that hides their addresses.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_source: Option<usize>,
+
+    /// Most connections from one source that have not joined yet (TCP, TLS and WebSocket
+    /// handshakes and `join`); 0 for no limit [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes_per_source: Option<usize>,
+
     /// Largest WebSocket message in bytes; a larger one closes the connection with 1009
     /// [default: 1048576].
     #[arg(long, value_name = "BYTES")]
@@ -130,6 +141,10 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub max_participants: usize,
     pub max_connections: usize,
+    /// `None` is no limit.
+    pub max_connections_per_source: Option<usize>,
+    /// `None` is no limit.
+    pub max_handshakes_per_source: Option<usize>,
     pub max_message_bytes: usize,
     pub max_audio_frame_bytes: usize,
     pub max_video_frame_bytes: usize,
@@ -188,6 +203,8 @@ impl Default for Config {
             tls: None,
             max_participants: 16,
             max_connections: 1000,
+            max_connections_per_source: Some(50),
+            max_handshakes_per_source: Some(16),
             max_message_bytes: 1 << 20,
             max_audio_frame_bytes: 4 << 10,
             max_video_frame_bytes: 1 << 20,
@@ -231,6 +248,8 @@ impl Args {
             tls_key: self.tls_key.or(other.tls_key),
             max_participants: self.max_participants.or(other.max_participants),
             max_connections: self.max_connections.or(other.max_connections),
+            max_connections_per_source: self.max_connections_per_source.or(other.max_connections_per_source),
+            max_handshakes_per_source: self.max_handshakes_per_source.or(other.max_handshakes_per_source),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
             max_audio_frame_bytes: self.max_audio_frame_bytes.or(other.max_audio_frame_bytes),
             max_video_frame_bytes: self.max_video_frame_bytes.or(other.max_video_frame_bytes),
@@ -271,6 +290,16 @@ impl Args {
                 defaults.max_participants,
             )?,
             max_connections: at_least("max-connections", self.max_connections, 1, defaults.max_connections)?,
+            max_connections_per_source: match self.max_connections_per_source {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.max_connections_per_source,
+            },
+            max_handshakes_per_source: match self.max_handshakes_per_source {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.max_handshakes_per_source,
+            },
             max_message_bytes,
             max_audio_frame_bytes: at_least(
                 "max-audio-frame-bytes",

@@ -24,6 +24,7 @@ pub mod pacer;
 pub mod rooms;
 pub mod server;
 mod socket;
+pub mod sources;
 
 pub use config::{Config, ConfigError};
 pub use server::{Relay, RelayError};

@@ -53,6 +53,31 @@ impl DropReason {
     }
 }
 
+/// Why a new connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// Its source holds as many connections as it may.
+    SourceConnections,
+    /// Its source holds as many connections that have not joined yet as it may.
+    SourceHandshakes,
+    /// The relay holds as many connections as it may (answered only for `/healthz` and
+    /// `/metrics`).
+    RelayFull,
+}
+
+impl RefusedReason {
+    const ALL: [RefusedReason; 3] =
+        [RefusedReason::SourceConnections, RefusedReason::SourceHandshakes, RefusedReason::RelayFull];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::SourceConnections => "source_connections",
+            RefusedReason::SourceHandshakes => "source_handshakes",
+            RefusedReason::RelayFull => "relay_full",
+        }
+    }
+}
+
 /// Writes one metric in the Prometheus text format, named `chinwag_{name}`.
 pub(crate) fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     let _ = writeln!(out, "# HELP chinwag_{name} {help}\n# TYPE chinwag_{name} {kind}");
@@ -89,6 +114,7 @@ const SENT_CODES: [ErrorCode; 12] = [
 pub struct Metrics {
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
+    connections_refused: [AtomicU64; RefusedReason::ALL.len()],
     frames_in: [AtomicU64; 2],
     bytes_in: [AtomicU64; 2],
     frames_out: [AtomicU64; 2],
@@ -119,6 +145,11 @@ impl Metrics {
     pub fn connection_opened(&self) {
         self.connections_accepted.fetch_add(1, Relaxed);
         self.connections_open.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_refused(&self, reason: RefusedReason) {
+        let index = RefusedReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        self.connections_refused[index].fetch_add(1, Relaxed);
     }
 
     pub fn connection_closed(&self) {
@@ -163,6 +194,12 @@ impl Metrics {
             "Connections accepted since start.",
             &plain(self.connections_accepted.load(Relaxed)),
         );
+        let refused: Vec<_> = RefusedReason::ALL
+            .iter()
+            .zip(&self.connections_refused)
+            .map(|(reason, value)| (format!("{{reason=\"{}\"}}", reason.as_str()), value.load(Relaxed)))
+            .collect();
+        metric("connections_refused_total", "counter", "Connections turned away, by reason.", &refused);
         metric("rooms", "gauge", "Rooms with at least one participant.", &plain(gauges.rooms as u64));
         metric("participants", "gauge", "Joined participants.", &plain(gauges.participants as u64));
         metric(

@@ -25,7 +25,7 @@ use chinwag_proto::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -41,10 +41,11 @@ use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
 use crate::limiter::{FrameMeter, RateLimiter};
 use crate::metered::{Metered, is_rate_exceeded};
-use crate::metrics::{DropReason, Gauges, Metrics};
+use crate::metrics::{DropReason, Gauges, Metrics, RefusedReason};
 use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
 use crate::socket::Unsent;
+use crate::sources::{Source, SourceLimits, SourceRefusal, Sources};
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
@@ -63,6 +64,10 @@ const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
 const SILENT_MEMBER_GIVES_WAY: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to deliver its last error and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How many connections that arrive while the relay is full may be read at once, to answer
+/// `/healthz` and `/metrics`, and for how long.
+const WHILE_FULL_LANES: usize = 32;
+const WHILE_FULL_GRACE: Duration = Duration::from_secs(2);
 /// How long the relay waits for connections to close on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// A small read buffer keeps idle connections cheap; tungstenite's default is 128 KiB.
@@ -100,6 +105,9 @@ pub struct Relay {
     local_addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Arc<Hub>,
+    /// Connections arriving while the relay is full that may be read to answer `/healthz`
+    /// and `/metrics`.
+    while_full: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -120,7 +128,7 @@ impl Relay {
         if let Some(cluster) = &hub.cluster {
             cluster.start(&hub);
         }
-        Ok(Relay { listener, local_addr, tls, hub })
+        Ok(Relay { listener, local_addr, tls, hub, while_full: Arc::new(Semaphore::new(WHILE_FULL_LANES)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -169,17 +177,52 @@ impl Relay {
             debug!(%peer_addr, %error, "cannot tune the socket");
         }
         let unsent = Unsent::of(&tcp);
-        if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
-            hub.metrics.error_sent(ErrorCode::ServerFull);
+        let source = Source::of(peer_addr.ip());
+        if let Err(refusal) = lock(&hub.sources).handle_open(source) {
+            let (reason, body) = match refusal {
+                SourceRefusal::TooManyConnections { max } => (
+                    RefusedReason::SourceConnections,
+                    format!("your address has as many connections to this relay as it allows ({max})\n"),
+                ),
+                SourceRefusal::TooManyHandshakes { max } => (
+                    RefusedReason::SourceHandshakes,
+                    format!(
+                        "your address has as many connections still joining as this relay allows ({max})\n"
+                    ),
+                ),
+            };
+            debug!(%source, ?refusal, "turned a connection away");
+            hub.metrics.connection_refused(reason);
             tokio::spawn(async move {
                 let mut tcp = tcp;
-                let body = "the relay has as many connections as it allows; try again later\n";
-                let _ = tokio::time::timeout(
-                    CLOSE_GRACE,
-                    http::respond(&mut tcp, "503 Service Unavailable", "text/plain", body),
-                )
-                .await;
+                let response = http::respond(&mut tcp, "503 Service Unavailable", "text/plain", &body);
+                let _ = tokio::time::timeout(CLOSE_GRACE, response).await;
             });
+            return;
+        }
+        let ticket = SourceTicket { hub: Arc::clone(&hub), source, handshaking: true };
+        if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
+            hub.metrics.connection_refused(RefusedReason::RelayFull);
+            let tls = self.tls.clone();
+            match Arc::clone(&self.while_full).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ticket = ticket;
+                        answer_while_full(tcp, tls, hub).await;
+                    });
+                }
+                Err(_) => {
+                    hub.metrics.error_sent(ErrorCode::ServerFull);
+                    tokio::spawn(async move {
+                        let _ticket = ticket;
+                        let mut tcp = tcp;
+                        let response =
+                            http::respond(&mut tcp, "503 Service Unavailable", "text/plain", full_message());
+                        let _ = tokio::time::timeout(CLOSE_GRACE, response).await;
+                    });
+                }
+            }
             return;
         }
         hub.metrics.connection_opened();
@@ -189,11 +232,11 @@ impl Relay {
             // `unsent` reads the socket's queue by its descriptor: it is used only while the
             // stream that owns the socket is alive, inside `serve`.
             match tls {
-                None => serve(tcp, hub, stop, unsent).await,
+                None => serve(tcp, hub, stop, unsent, ticket).await,
                 Some(acceptor) => {
                     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
                     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve(tls, hub, stop, unsent).await,
+                        Ok(Ok(tls)) => serve(tls, hub, stop, unsent, ticket).await,
                         Ok(Err(error)) => debug!(%peer_addr, %error, "TLS handshake failed"),
                         Err(_) => debug!(%peer_addr, "TLS handshake timed out"),
                     }
@@ -236,6 +279,8 @@ pub(crate) struct Hub {
     /// a cluster (on machines whose clocks are in sync) keeps the same clock.
     epoch_us: u64,
     metrics: Metrics,
+    /// Connections by source, for the per-source limits.
+    sources: Mutex<Sources>,
     state: Mutex<HubState>,
     pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
@@ -357,6 +402,10 @@ impl Hub {
                 roster: Roster::default(),
                 resume: HashMap::new(),
             }),
+            sources: Mutex::new(Sources::new(SourceLimits {
+                connections: config.max_connections_per_source,
+                handshakes: config.max_handshakes_per_source,
+            })),
             config,
             epoch: Instant::now(),
             epoch_us,
@@ -855,45 +904,22 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
 }
 
 /// One connection from its first byte to its last.
-async fn serve<S>(stream: S, hub: Arc<Hub>, mut stop: watch::Receiver<bool>, unsent: Unsent)
-where
+async fn serve<S>(
+    stream: S,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+    unsent: Unsent,
+    mut ticket: SourceTicket,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
     let handshake = async {
         let mut stream = stream;
         let head = http::read_head(&mut stream).await.ok()?;
-        match head.route {
-            Route::WebSocket => {}
-            Route::Health => {
-                let (status, body) = match hub.cluster.as_ref().map(|cluster| cluster.health()) {
-                    None => ("200 OK", "ok\n".to_owned()),
-                    Some(Ok(cluster)) => ("200 OK", format!("ok\n{cluster}")),
-                    Some(Err(problem)) => (
-                        "503 Service Unavailable",
-                        format!("degraded: {problem}; calls on this relay go on\n"),
-                    ),
-                };
-                let _ = http::respond(&mut stream, status, "text/plain", &body).await;
-                return None;
-            }
-            Route::Metrics => {
-                let mut body = hub.metrics.render(&hub.gauges());
-                if let Some(cluster) = &hub.cluster {
-                    cluster.render_metrics(&mut body);
-                }
-                let _ = http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await;
-                return None;
-            }
-            Route::NotFound => {
-                let body = "not found: Chinwag clients connect to /v1; also /healthz and /metrics\n";
-                let _ = http::respond(&mut stream, "404 Not Found", "text/plain", body).await;
-                return None;
-            }
-            Route::BadRequest => {
-                let _ = http::respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await;
-                return None;
-            }
+        if head.route != Route::WebSocket {
+            answer_plain(&head.route, &mut stream, &hub).await;
+            return None;
         }
         // Every frame from here on counts against the connection's limits, before and after
         // joining, whatever its kind.
@@ -915,7 +941,92 @@ where
         },
         _ = stop.changed() => return,
     };
+    ticket.joined();
     run_call(joined, hub, stop, unsent).await;
+}
+
+/// Answers a plain HTTP request: `/healthz`, `/metrics`, or an error.
+async fn answer_plain<S: AsyncWrite + Unpin>(route: &Route, stream: &mut S, hub: &Hub) {
+    let (status, content_type, body) = match route {
+        Route::Health => {
+            let full = hub.metrics.open_connections() >= hub.config.max_connections as u64;
+            let full = if full { "full: at its connection limit; calls on this relay go on\n" } else { "" };
+            match hub.cluster.as_ref().map(|cluster| cluster.health()) {
+                None => ("200 OK", "text/plain", format!("ok\n{full}")),
+                Some(Ok(cluster)) => ("200 OK", "text/plain", format!("ok\n{cluster}{full}")),
+                Some(Err(problem)) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("degraded: {problem}; calls on this relay go on\n{full}"),
+                ),
+            }
+        }
+        Route::Metrics => {
+            let mut body = hub.metrics.render(&hub.gauges());
+            if let Some(cluster) = &hub.cluster {
+                cluster.render_metrics(&mut body);
+            }
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        Route::WebSocket => {
+            hub.metrics.error_sent(ErrorCode::ServerFull);
+            ("503 Service Unavailable", "text/plain", full_message().into())
+        }
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain",
+            "not found: Chinwag clients connect to /v1; also /healthz and /metrics\n".into(),
+        ),
+        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".into()),
+    };
+    let _ = http::respond(stream, status, content_type, &body).await;
+}
+
+fn full_message() -> &'static str {
+    "the relay has as many connections as it allows; try again later\n"
+}
+
+/// A connection that arrived while the relay was at its connection limit: it is read just far
+/// enough to answer `/healthz` and `/metrics`, so that monitoring and load balancers still
+/// see a relay that is full, not one that is dead; anything else is told the relay is full.
+async fn answer_while_full(tcp: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, hub: Arc<Hub>) {
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, hub: &Hub) {
+        if let Ok(head) = http::read_head(&mut stream).await {
+            answer_plain(&head.route, &mut stream, hub).await;
+        }
+    }
+    let answered = async {
+        match tls {
+            None => answer(tcp, &hub).await,
+            Some(acceptor) => {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    answer(tls, &hub).await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WHILE_FULL_GRACE, answered).await;
+}
+
+/// Counts a connection against its source for as long as it lives.
+struct SourceTicket {
+    hub: Arc<Hub>,
+    source: Source,
+    handshaking: bool,
+}
+
+impl SourceTicket {
+    fn joined(&mut self) {
+        if std::mem::replace(&mut self.handshaking, false) {
+            lock(&self.hub.sources).handle_joined(self.source);
+        }
+    }
+}
+
+impl Drop for SourceTicket {
+    fn drop(&mut self) {
+        lock(&self.hub.sources).handle_closed(self.source, self.handshaking);
+    }
 }
 
 struct JoinedConnection<S> {

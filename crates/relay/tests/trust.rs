@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use chinwag_e2e::{Received, RelayProcess, TestClient, http_get, media_frame, metric};
+use chinwag_e2e::{Received, RelayProcess, TestClient, connect_tcp_from, http_get, media_frame, metric};
 use chinwag_proto::{ClientMessage, ErrorCode, Join, MediaHeader, MediaKind, ParticipantId, ServerMessage};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -266,4 +266,99 @@ async fn a_message_that_never_ends_is_rate_limited() {
     let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
     assert_eq!(metric(&metrics, "chinwag_errors_sent_total{code=\"rate_limited\"}"), Some(1), "{metrics}");
     assert_eq!(metric(&metrics, "chinwag_participants"), Some(0), "{metrics}");
+}
+
+/// Another machine, as far as the relay can tell: on Linux all of 127.0.0.0/8 is loopback.
+#[cfg(target_os = "linux")]
+fn machine(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, n])
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_machine_cannot_hold_the_relay_full_and_keep_everyone_else_out() {
+    // A small connection limit stands for the default 1000, which one process can fill as
+    // easily; the per-source limits are the defaults. The long join timeout keeps idle
+    // connections open for as long as the test needs them.
+    let relay = relay(&["--max-connections", "100", "--join-timeout", "60"]);
+    let attacker = machine(2);
+    let refused = |metrics: &str, reason: &str| {
+        metric(metrics, &format!("chinwag_connections_refused_total{{reason=\"{reason}\"}}")).unwrap_or(0)
+    };
+
+    // Connections that never even send a request.
+    let mut idle = Vec::new();
+    for _ in 0..150 {
+        idle.push(connect_tcp_from(&relay.url, attacker).await.unwrap());
+    }
+    let people = everyone_gets_in(&relay, "before").await;
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert!(refused(&metrics, "source_handshakes") > 0, "{metrics}");
+    assert!(metric(&metrics, "chinwag_connections").unwrap() <= 16 + 5 + 1, "{metrics}");
+    drop((idle, people));
+    let started = std::time::Instant::now();
+    loop {
+        let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+        if metric(&metrics, "chinwag_connections") == Some(1) {
+            break;
+        }
+        assert!(started.elapsed() < 10 * SECOND, "the idle connections stay: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Connections that join, each its own room.
+    let mut joined = Vec::new();
+    for i in 0..60 {
+        let Ok(mut client) = TestClient::connect_from(&relay.url, attacker).await else { continue };
+        if client.join_here(&format!("squat-{i}"), "Squatter", None).await.is_ok() {
+            joined.push(client);
+        }
+    }
+    assert_eq!(joined.len(), 50, "one machine holds as many joined connections as the default allows");
+    let _people = everyone_gets_in(&relay, "after").await;
+    let (status, _) = http_get(relay.addr, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert!(refused(&metrics, "source_connections") >= 10, "{metrics}");
+}
+
+/// Five people from this machine join one room.
+#[cfg(target_os = "linux")]
+async fn everyone_gets_in(relay: &RelayProcess, room: &str) -> Vec<TestClient> {
+    let mut people = Vec::new();
+    for name in ["Ada", "Bob", "Carol", "Dan", "Eve"] {
+        let (client, _) = TestClient::join(&relay.url, room, name, None)
+            .await
+            .unwrap_or_else(|error| panic!("{name} was kept out: {error:#}"));
+        people.push(client);
+    }
+    people
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_answer_while_the_relay_is_full() {
+    let relay = relay(&["--max-connections", "20", "--join-timeout", "60"]);
+    let mut idle = Vec::new();
+    for n in [2, 3] {
+        for _ in 0..10 {
+            idle.push(connect_tcp_from(&relay.url, machine(n)).await.unwrap());
+        }
+    }
+    // The relay counts connections as it accepts them, which may trail the connects a little.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = http_get(relay.addr, "/healthz").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        if body.contains("full") {
+            break;
+        }
+        assert!(started.elapsed() < 10 * SECOND, "never full: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200, "{metrics}");
+    assert_eq!(metric(&metrics, "chinwag_connections"), Some(20), "{metrics}");
+    let refused = TestClient::connect(&relay.url, None).await.err().expect("a call is refused while full");
+    assert!(format!("{refused:#}").contains("503"), "{refused:#}");
 }
