@@ -220,6 +220,15 @@ impl TestClient {
         Ok(TestClient { ws })
     }
 
+    /// Opens a plain `ws://` WebSocket as a script on a web page of `origin` would.
+    pub async fn connect_with_origin(url: &str, origin: &str) -> anyhow::Result<TestClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("{url}{}", chinwag_proto::WS_PATH).into_client_request()?;
+        request.headers_mut().insert("Origin", origin.parse()?);
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(TestClient { ws })
+    }
+
     /// Opens a plain `ws://` WebSocket from the local address `source` (on Linux any of
     /// 127.0.0.0/8 works), as a client on another machine would.
     pub async fn connect_from(url: &str, source: std::net::IpAddr) -> anyhow::Result<TestClient> {

@@ -58,6 +58,14 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
 
+    /// A web page origin (`https://call.example.com`) whose scripts may connect, besides the
+    /// relay's own; repeat for more, `*` for any. Browsers say where a page came from and
+    /// native clients do not; without this, pages from elsewhere are refused so that a site
+    /// someone visits cannot join their calls.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+
     /// Largest audio frame in bytes, header included; larger ones are dropped and counted
     /// [default: 4096]. Opus packets of a voice call are a few hundred bytes.
     #[arg(long, value_name = "BYTES")]
@@ -146,6 +154,9 @@ pub struct Config {
     /// `None` is no limit.
     pub max_handshakes_per_source: Option<usize>,
     pub max_message_bytes: usize,
+    /// Web origins whose pages may connect besides the relay's own (lower case, no trailing
+    /// `/`); `*` is any.
+    pub allow_origins: Vec<String>,
     pub max_audio_frame_bytes: usize,
     pub max_video_frame_bytes: usize,
     pub join_timeout: Duration,
@@ -206,6 +217,7 @@ impl Default for Config {
             max_connections_per_source: Some(50),
             max_handshakes_per_source: Some(16),
             max_message_bytes: 1 << 20,
+            allow_origins: Vec::new(),
             max_audio_frame_bytes: 4 << 10,
             max_video_frame_bytes: 1 << 20,
             join_timeout: Duration::from_secs(5),
@@ -251,6 +263,7 @@ impl Args {
             max_connections_per_source: self.max_connections_per_source.or(other.max_connections_per_source),
             max_handshakes_per_source: self.max_handshakes_per_source.or(other.max_handshakes_per_source),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            allow_origin: if self.allow_origin.is_empty() { other.allow_origin } else { self.allow_origin },
             max_audio_frame_bytes: self.max_audio_frame_bytes.or(other.max_audio_frame_bytes),
             max_video_frame_bytes: self.max_video_frame_bytes.or(other.max_video_frame_bytes),
             join_timeout: self.join_timeout.or(other.join_timeout),
@@ -301,6 +314,7 @@ impl Args {
                 None => defaults.max_handshakes_per_source,
             },
             max_message_bytes,
+            allow_origins: self.allow_origin.into_iter().map(origin).collect::<Result<_, _>>()?,
             max_audio_frame_bytes: at_least(
                 "max-audio-frame-bytes",
                 self.max_audio_frame_bytes,
@@ -386,6 +400,24 @@ impl Args {
         }
         Ok(config)
     }
+}
+
+/// Accepts `*`, `null` or `http[s]://HOST[:PORT]`, as browsers write origins, in lower case.
+fn origin(given: String) -> Result<String, ConfigError> {
+    let origin = given.trim().trim_end_matches('/').to_ascii_lowercase();
+    let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    let valid = origin == "*"
+        || origin == "null"
+        || authority.is_some_and(|authority| {
+            !authority.is_empty()
+                && !authority.contains(['/', '?', '#', '@', ' '])
+                && !authority.starts_with(':')
+        });
+    if !valid {
+        let reason = format!("must look like https://host or https://host:port, or be *, not \"{given}\"");
+        return Err(invalid("allow-origin", reason));
+    }
+    Ok(origin)
 }
 
 /// Accepts `nats://HOST:PORT`, `tls://HOST:PORT` or a bare `HOST[:PORT]`.
@@ -520,6 +552,26 @@ mod tests {
         let error = Args::parse_from(args).into_config().unwrap_err();
         assert!(error.to_string().starts_with("--node-id must be"), "{error}");
         assert!(Args::try_parse_from(["chinwag-relay", "--node-id", "a"]).is_err(), "needs --cluster");
+    }
+
+    #[test]
+    fn origins_are_checked_and_written_as_browsers_write_them() {
+        let args = [
+            "chinwag-relay",
+            "--allow-origin",
+            "https://Call.Example.com/",
+            "--allow-origin",
+            "http://x:8080",
+        ];
+        let config = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(config.allow_origins, ["https://call.example.com", "http://x:8080"]);
+        let error = Args::parse_from(["chinwag-relay", "--allow-origin", "call.example.com"])
+            .into_config()
+            .unwrap_err();
+        assert!(error.to_string().starts_with("--allow-origin must look like https://host"), "{error}");
+        let file: Args = toml::from_str("allow-origin = [\"https://a.example\"]").unwrap();
+        assert_eq!(file.into_config().unwrap().allow_origins, ["https://a.example"]);
+        assert!(Args::parse_from(["chinwag-relay"]).into_config().unwrap().allow_origins.is_empty());
     }
 
     #[test]

@@ -63,17 +63,24 @@ pub enum RefusedReason {
     /// The relay holds as many connections as it may (answered only for `/healthz` and
     /// `/metrics`).
     RelayFull,
+    /// A web page from an origin the relay does not allow asked for a WebSocket.
+    Origin,
 }
 
 impl RefusedReason {
-    const ALL: [RefusedReason; 3] =
-        [RefusedReason::SourceConnections, RefusedReason::SourceHandshakes, RefusedReason::RelayFull];
+    const ALL: [RefusedReason; 4] = [
+        RefusedReason::SourceConnections,
+        RefusedReason::SourceHandshakes,
+        RefusedReason::RelayFull,
+        RefusedReason::Origin,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             RefusedReason::SourceConnections => "source_connections",
             RefusedReason::SourceHandshakes => "source_handshakes",
             RefusedReason::RelayFull => "relay_full",
+            RefusedReason::Origin => "origin",
         }
     }
 }

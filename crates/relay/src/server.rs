@@ -921,6 +921,18 @@ async fn serve<S>(
             answer_plain(&head.route, &mut stream, &hub).await;
             return None;
         }
+        let tls = hub.config.tls.is_some();
+        if !http::origin_allowed(head.origin.as_deref(), head.host.as_deref(), tls, &hub.config.allow_origins)
+        {
+            let origin = head.origin.as_deref().unwrap_or_default();
+            debug!(%origin, "refused a web page from another origin");
+            hub.metrics.connection_refused(RefusedReason::Origin);
+            let body = format!(
+                "pages from {origin} may not connect to this relay; its operator can allow them with --allow-origin\n"
+            );
+            let _ = http::respond(&mut stream, "403 Forbidden", "text/plain", &body).await;
+            return None;
+        }
         // Every frame from here on counts against the connection's limits, before and after
         // joining, whatever its kind.
         let limiter =

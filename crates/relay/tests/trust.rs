@@ -362,3 +362,26 @@ async fn health_and_metrics_answer_while_the_relay_is_full() {
     let refused = TestClient::connect(&relay.url, None).await.err().expect("a call is refused while full");
     assert!(format!("{refused:#}").contains("503"), "{refused:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_from_elsewhere_cannot_join_a_call() {
+    let relay = relay(&[]);
+    let (_ada, _) = TestClient::join(&relay.url, "lobby", "Ada", None).await.unwrap();
+    let refused = TestClient::connect_with_origin(&relay.url, "https://evil.example").await;
+    let refused = refused.err().expect("a page from another site is refused");
+    assert!(format!("{refused:#}").contains("403"), "{refused:#}");
+    let own = format!("http://{}", relay.addr);
+    let mut own_page = TestClient::connect_with_origin(&relay.url, &own).await.unwrap();
+    own_page.join_here("lobby", "Own page", None).await.expect("the relay's own origin may join");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert_eq!(
+        metric(&metrics, "chinwag_connections_refused_total{reason=\"origin\"}"),
+        Some(1),
+        "{metrics}"
+    );
+
+    let relay = self::relay(&["--allow-origin", "https://call.example.com"]);
+    let mut allowed = TestClient::connect_with_origin(&relay.url, "https://call.example.com").await.unwrap();
+    allowed.join_here("lobby", "Web app", None).await.expect("an allowed origin may join");
+    assert!(TestClient::connect_with_origin(&relay.url, "https://evil.example").await.is_err());
+}
