@@ -220,6 +220,24 @@ impl TestClient {
         Ok(TestClient { ws })
     }
 
+    /// Opens a plain `ws://` WebSocket as a script on a web page of `origin` would.
+    pub async fn connect_with_origin(url: &str, origin: &str) -> anyhow::Result<TestClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("{url}{}", chinwag_proto::WS_PATH).into_client_request()?;
+        request.headers_mut().insert("Origin", origin.parse()?);
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(TestClient { ws })
+    }
+
+    /// Opens a plain `ws://` WebSocket from the local address `source` (on Linux any of
+    /// 127.0.0.0/8 works), as a client on another machine would.
+    pub async fn connect_from(url: &str, source: std::net::IpAddr) -> anyhow::Result<TestClient> {
+        let tcp = connect_tcp_from(url, source).await?;
+        let endpoint = format!("{url}{}", chinwag_proto::WS_PATH);
+        let (ws, _) = tokio_tungstenite::client_async(endpoint, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(TestClient { ws })
+    }
+
     /// Connects and joins; fails unless the relay answers with `welcome`.
     pub async fn join(
         url: &str,
@@ -239,13 +257,19 @@ impl TestClient {
         name: &str,
         password: Option<&str>,
     ) -> anyhow::Result<Welcome> {
-        self.send(&ClientMessage::Join(Join {
+        self.join_with(Join {
             version: 1,
             room: room.into(),
             name: name.into(),
             password: password.map(Into::into),
-        }))
-        .await?;
+            resume: None,
+        })
+        .await
+    }
+
+    /// Sends this `join` on this connection and waits for `welcome`.
+    pub async fn join_with(&mut self, join: Join) -> anyhow::Result<Welcome> {
+        self.send(&ClientMessage::Join(join)).await?;
         match self.next_control(Duration::from_secs(5)).await? {
             ServerMessage::Welcome(welcome) => Ok(welcome),
             other => bail!("expected welcome, got {other:?}"),
@@ -347,6 +371,17 @@ impl TestClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A TCP connection to the relay at the plain `ws://` `url`, from the local address `source`.
+pub async fn connect_tcp_from(url: &str, source: std::net::IpAddr) -> anyhow::Result<TcpStream> {
+    let addr: SocketAddr = url.strip_prefix("ws://").ok_or_else(|| anyhow!("plain ws:// only"))?.parse()?;
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("cannot bind to {source}"))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// A plain HTTP GET on loopback; returns the status code and body.

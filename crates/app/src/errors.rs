@@ -89,6 +89,10 @@ fn describe_refusal(code: ErrorCode, message: &str) -> Problem {
             "The relay cannot reach its cluster",
             "It cannot check this room right now. Try again in a moment.",
         ),
+        ErrorCode::Replaced => Problem::new(
+            "Joined again elsewhere",
+            "This call went on on a newer connection of yours, which took this one's place.",
+        ),
         _ => Problem::new("The relay refused the call", capitalise(message)),
     }
 }

@@ -33,6 +33,11 @@ pub struct Join {
     /// with `null`); later joiners must give the same.
     #[serde(default)]
     pub password: Option<String>,
+    /// The `resume` secret of this client's previous connection to the same room, when it
+    /// rejoins: the relay ends that connection if it is still there, so that a connection that
+    /// only looks alive never keeps the client out of its own place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// The `state` message: a client's own mute and camera state.
@@ -78,6 +83,10 @@ pub struct Welcome {
     pub peers: Vec<Peer>,
     /// The relay's clock when it sent this message, in microseconds.
     pub server_time_us: u64,
+    /// A secret for this place in the room, to send as `join.resume` when rejoining. Absent
+    /// from older relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// A participant as others see it.
@@ -133,6 +142,9 @@ pub enum ErrorCode {
     /// The relay cannot check the room right now (a clustered relay lost its link to the
     /// cluster); try again in a moment.
     Unavailable,
+    /// The same participant joined again on another connection (with this one's `resume`
+    /// secret), which takes this one's place.
+    Replaced,
     /// A code this build does not know, from a newer relay.
     #[serde(other)]
     Unknown,
@@ -153,6 +165,7 @@ impl ErrorCode {
             ErrorCode::TooSlow => "too_slow",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Replaced => "replaced",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -230,9 +243,22 @@ mod tests {
                 version: 1,
                 room: "standup".into(),
                 name: "Ada".into(),
-                password: None
+                password: None,
+                resume: None,
             })
         );
+    }
+
+    #[test]
+    fn resume_secrets_travel_only_when_there_is_one() {
+        let text = r#"{"type":"join","version":1,"room":"r","name":"n","resume":"00ff"}"#;
+        let Ok(ClientMessage::Join(join)) = parse_client_message(text) else { panic!("a join") };
+        assert_eq!(join.resume.as_deref(), Some("00ff"));
+        let join = Join { resume: None, ..join };
+        assert!(!ClientMessage::Join(join).to_json().contains("resume"), "older relays see no new field");
+        let text = r#"{"type":"welcome","id":1,"room":"r","peers":[],"server_time_us":0,"resume":"ab"}"#;
+        let Ok(ServerMessage::Welcome(welcome)) = parse_server_message(text) else { panic!("a welcome") };
+        assert_eq!(welcome.resume.as_deref(), Some("ab"));
     }
 
     #[test]
@@ -265,6 +291,7 @@ mod tests {
             room: "r".into(),
             peers: vec![Peer { id: ParticipantId(1), name: "Ada".into(), muted: false, camera: true }],
             server_time_us: 42,
+            resume: None,
         });
         assert_eq!(
             welcome.to_json(),
@@ -321,7 +348,7 @@ mod tests {
 
         #[test]
         fn join_round_trips(room in "\\PC{1,20}", name in "\\PC{1,20}", password in proptest::option::of("\\PC{0,20}")) {
-            let message = ClientMessage::Join(Join { version: 1, room, name, password });
+            let message = ClientMessage::Join(Join { version: 1, room, name, password, resume: None });
             prop_assert_eq!(parse_client_message(&message.to_json()).unwrap(), message);
         }
     }

@@ -4,9 +4,11 @@
 //! It owns one rule: control messages go first, then audio in the order it was queued, then
 //! video, holding at most one frame per video source (a newer frame replaces the one still
 //! waiting, in its place: JPEG frames stand alone, so any of them can be skipped). Audio has a
-//! byte budget and a maximum age; what happens when audio backs up past them is the owner's
-//! choice ([`AudioPolicy`]): a client or the cluster link drops the oldest audio (late audio
-//! is worth nothing), while the relay refuses and disconnects a receiver that cannot keep up.
+//! byte budget, which bounds memory, and a maximum age. Past the byte budget the oldest audio
+//! is dropped; what happens when audio waits past its age is the owner's choice
+//! ([`AudioPolicy`]): a client or the cluster link drops it too (late audio is worth nothing),
+//! while the relay disconnects a receiver that cannot keep up. Bytes are never the verdict on a
+//! receiver: a burst a fast reader takes at once must not count against it, only time does.
 //! Every frame dropped is counted by its reason ([`Drops`]).
 //!
 //! It deliberately does no IO and reads no clock: callers pass `now`. Its main type is
@@ -30,13 +32,14 @@ pub struct QueueLimits {
     pub video_bytes: usize,
 }
 
-/// What to do when audio backs up past its budget or age.
+/// What to do when audio waits past its maximum age. Past the byte budget the oldest audio is
+/// dropped under either policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AudioPolicy {
-    /// Drop the oldest audio until the new frame fits: the link must never be given up.
+    /// Drop the stale audio: the link must never be given up.
     DropOldest,
     /// Refuse the frame and report [`Pushed::TooSlow`]: the receiver is to be disconnected.
-    Refuse,
+    TooSlowWhenStale,
 }
 
 /// What a push did.
@@ -51,7 +54,8 @@ pub enum Pushed {
     DroppedVideoOverBudget,
     /// Not queued: the frame alone is larger than its whole budget.
     DroppedOversized,
-    /// Not queued: audio is backed up and the policy is [`AudioPolicy::Refuse`].
+    /// Not queued: the oldest audio waited past its maximum age (or control alone fills the
+    /// budget) and the policy is [`AudioPolicy::TooSlowWhenStale`].
     TooSlow,
 }
 
@@ -115,17 +119,24 @@ impl<T: PartialEq> MediaQueue<T> {
         }
     }
 
-    /// Queues a control message. Under [`AudioPolicy::Refuse`] it shares the audio budget;
-    /// otherwise control is never dropped (its senders bound it themselves).
+    /// Queues a control message, dropping the oldest audio if that is what it takes to fit.
+    /// Under [`AudioPolicy::TooSlowWhenStale`] it is refused when control alone fills the
+    /// budget; otherwise control is never dropped (its senders bound it themselves).
     pub fn push_control(&mut self, text: String) -> Pushed {
-        if self.policy == AudioPolicy::Refuse && self.urgent_bytes + text.len() > self.limits.audio_bytes {
+        let dropped = self.drop_audio_to_fit(text.len());
+        if self.policy == AudioPolicy::TooSlowWhenStale
+            && self.urgent_bytes + text.len() > self.limits.audio_bytes
+        {
             return Pushed::TooSlow;
         }
         self.urgent_bytes += text.len();
         self.control.push_back(text);
-        Pushed::Queued
+        if dropped > 0 { Pushed::QueuedDroppingOldAudio(dropped) } else { Pushed::Queued }
     }
 
+    /// Queues an audio frame. Audio that waited past its age is dropped, or under
+    /// [`AudioPolicy::TooSlowWhenStale`] makes the receiver too slow; then the oldest audio is
+    /// dropped until the frame fits the byte budget.
     pub fn push_audio(&mut self, now: Instant, tag: T, frame: Bytes) -> Pushed {
         if frame.len() > self.limits.audio_bytes {
             self.drops.oversized += 1;
@@ -133,31 +144,44 @@ impl<T: PartialEq> MediaQueue<T> {
         }
         let mut dropped = 0;
         while let Some(oldest) = self.audio.front() {
-            let stale = now.saturating_duration_since(oldest.queued_at) > self.limits.audio_max_age;
-            let fits = self.urgent_bytes + frame.len() <= self.limits.audio_bytes;
-            if !stale && fits {
+            if now.saturating_duration_since(oldest.queued_at) <= self.limits.audio_max_age {
                 break;
             }
-            if self.policy == AudioPolicy::Refuse {
+            if self.policy == AudioPolicy::TooSlowWhenStale {
                 return Pushed::TooSlow;
             }
-            let oldest = self.audio.pop_front().expect("front() was Some");
-            self.urgent_bytes -= oldest.frame.len();
-            if stale {
-                self.drops.audio_stale += 1;
-            } else {
-                self.drops.audio_overflow += 1;
-            }
+            self.pop_dropped_audio();
+            self.drops.audio_stale += 1;
             dropped += 1;
         }
-        // Control alone can still leave no room: refuse under `Refuse`; otherwise the frame
-        // goes in anyway, since control is bounded by its senders.
-        if self.policy == AudioPolicy::Refuse && self.urgent_bytes + frame.len() > self.limits.audio_bytes {
+        dropped += self.drop_audio_to_fit(frame.len());
+        // Control alone can still leave no room: refuse under `TooSlowWhenStale`; otherwise
+        // the frame goes in anyway, since control is bounded by its senders.
+        if self.policy == AudioPolicy::TooSlowWhenStale
+            && self.urgent_bytes + frame.len() > self.limits.audio_bytes
+        {
             return Pushed::TooSlow;
         }
         self.urgent_bytes += frame.len();
         self.audio.push_back(Queued { kind: MediaKind::Audio, tag, frame, queued_at: now });
         if dropped > 0 { Pushed::QueuedDroppingOldAudio(dropped) } else { Pushed::Queued }
+    }
+
+    /// Drops the oldest audio until `len` more bytes fit the budget, or no audio is left;
+    /// returns how many frames went.
+    fn drop_audio_to_fit(&mut self, len: usize) -> u64 {
+        let mut dropped = 0;
+        while self.urgent_bytes + len > self.limits.audio_bytes && self.pop_dropped_audio() {
+            self.drops.audio_overflow += 1;
+            dropped += 1;
+        }
+        dropped
+    }
+
+    fn pop_dropped_audio(&mut self) -> bool {
+        let Some(oldest) = self.audio.pop_front() else { return false };
+        self.urgent_bytes -= oldest.frame.len();
+        true
     }
 
     /// Queues a video frame from the source `tag`, replacing one from the same source still
@@ -285,7 +309,7 @@ mod tests {
     #[test]
     fn control_goes_before_audio_before_video() {
         let now = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
         assert_eq!(queue.push_video(now, 1, frame(1, 10)), Pushed::Queued);
         assert_eq!(queue.push_audio(now, 0, frame(2, 10)), Pushed::Queued);
         assert_eq!(queue.push_control("3".into()), Pushed::Queued);
@@ -299,7 +323,7 @@ mod tests {
     #[test]
     fn newest_video_from_a_source_replaces_the_waiting_one_in_its_place() {
         let now = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
         queue.push_video(now, 1, frame(1, 100));
         queue.push_video(now, 2, frame(2, 100));
         assert_eq!(queue.push_video(now, 1, frame(3, 300)), Pushed::ReplacedOlderVideo);
@@ -312,7 +336,7 @@ mod tests {
     #[test]
     fn video_over_budget_is_dropped_and_audio_still_fits() {
         let now = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
         assert_eq!(queue.push_video(now, 1, frame(1, 900)), Pushed::Queued);
         assert_eq!(queue.push_video(now, 2, frame(2, 200)), Pushed::DroppedVideoOverBudget);
         assert_eq!(queue.push_video(now, 1, frame(3, 1001)), Pushed::DroppedOversized);
@@ -322,18 +346,11 @@ mod tests {
     }
 
     #[test]
-    fn refusing_audio_that_backs_up_in_bytes_or_time_marks_the_receiver_too_slow() {
+    fn audio_that_waits_too_long_marks_the_receiver_too_slow() {
         let start = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
-        for _ in 0..10 {
-            assert_eq!(queue.push_audio(start, 0, frame(0, 100)), Pushed::Queued);
-        }
-        assert_eq!(queue.push_audio(start, 0, frame(0, 1)), Pushed::TooSlow);
-        assert_eq!(queue.push_control("x".into()), Pushed::TooSlow);
-
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
-        queue.push_audio(start, 0, frame(0, 10));
         let later = |ms| start + Duration::from_millis(ms);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
+        queue.push_audio(start, 0, frame(0, 10));
         assert_eq!(queue.push_audio(later(500), 0, frame(0, 10)), Pushed::Queued);
         assert_eq!(queue.push_audio(later(501), 0, frame(0, 10)), Pushed::TooSlow);
         queue.poll_next();
@@ -345,9 +362,35 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_past_the_byte_budget_drops_the_oldest_audio_and_is_no_verdict() {
+        let now = Instant::now();
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
+        for i in 0..10 {
+            assert_eq!(queue.push_audio(now, 0, frame(i, 100)), Pushed::Queued);
+        }
+        // Two frames that each fit the budget alone but not together, as one burst.
+        assert_eq!(queue.push_audio(now, 0, frame(10, 900)), Pushed::QueuedDroppingOldAudio(9));
+        assert_eq!(queue.push_audio(now, 0, frame(11, 900)), Pushed::QueuedDroppingOldAudio(2));
+        assert_eq!(queue.push_control("c".into()), Pushed::Queued);
+        assert!(queue.queued_bytes() <= LIMITS.audio_bytes);
+        assert_eq!(drain(&mut queue), vec![('c', b'c'), ('a', 11)]);
+        assert_eq!(queue.drops().audio_overflow, 11);
+    }
+
+    #[test]
+    fn control_that_alone_fills_the_budget_is_a_verdict() {
+        let now = Instant::now();
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
+        assert_eq!(queue.push_audio(now, 0, frame(0, 500)), Pushed::Queued);
+        assert_eq!(queue.push_control("x".repeat(900)), Pushed::QueuedDroppingOldAudio(1));
+        assert_eq!(queue.push_control("x".repeat(101)), Pushed::TooSlow);
+        assert_eq!(queue.push_audio(now, 0, frame(0, 101)), Pushed::TooSlow);
+    }
+
+    #[test]
     fn one_frame_larger_than_the_whole_audio_budget_is_dropped_not_a_verdict() {
         let now = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
         queue.push_audio(now, 0, frame(1, 10));
         assert_eq!(queue.push_audio(now, 0, frame(2, 1001)), Pushed::DroppedOversized);
         assert_eq!(queue.push_audio(now, 0, frame(3, 10)), Pushed::Queued);
@@ -390,7 +433,7 @@ mod tests {
     #[test]
     fn clearing_counts_the_discarded_media() {
         let now = Instant::now();
-        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::Refuse);
+        let mut queue = MediaQueue::new(LIMITS, AudioPolicy::TooSlowWhenStale);
         queue.push_audio(now, 0, frame(0, 10));
         queue.push_video(now, 1, frame(0, 10));
         queue.push_control("hello".into());

@@ -42,10 +42,39 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Most open connections from one source (an IPv4 address or an IPv6 /64), joined or
+    /// not; 0 for no limit [default: 50]. Raise it when clients reach the relay through a NAT
+    /// or a proxy that hides their addresses.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_source: Option<usize>,
+
+    /// Most connections from one source that have not joined yet (TCP, TLS and WebSocket
+    /// handshakes and `join`); 0 for no limit [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes_per_source: Option<usize>,
+
     /// Largest WebSocket message in bytes; a larger one closes the connection with 1009
     /// [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
+
+    /// A web page origin (`https://call.example.com`) whose scripts may connect, besides the
+    /// relay's own; repeat for more, `*` for any. Browsers say where a page came from and
+    /// native clients do not; without this, pages from elsewhere are refused so that a site
+    /// someone visits cannot join their calls.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+
+    /// Largest audio frame in bytes, header included; larger ones are dropped and counted
+    /// [default: 4096]. Opus packets of a voice call are a few hundred bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_audio_frame_bytes: Option<usize>,
+
+    /// Largest video frame in bytes, header included; larger ones are dropped and counted
+    /// [default: --max-message-bytes].
+    #[arg(long, value_name = "BYTES")]
+    pub max_video_frame_bytes: Option<usize>,
 
     /// Seconds a new connection has to finish its handshake and send `join` [default: 5].
     #[arg(long, value_name = "SECONDS")]
@@ -63,7 +92,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_name_chars: Option<usize>,
 
-    /// Messages per second one connection may send, sustained; twice this in a burst
+    /// WebSocket frames per second one connection may send, sustained, every kind counted
+    /// (pings, pongs, continuation frames), before and after joining; twice this in a burst
     /// [default: 400].
     #[arg(long, value_name = "N")]
     pub max_messages_per_sec: Option<u32>,
@@ -73,8 +103,8 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub max_bytes_per_sec: Option<u64>,
 
-    /// Bytes of audio and control queued for one receiver before it counts as too slow and
-    /// is disconnected [default: 262144].
+    /// Bytes of audio and control queued for one receiver; past it the oldest audio is
+    /// dropped [default: 262144].
     #[arg(long, value_name = "BYTES")]
     pub receiver_audio_bytes: Option<usize>,
 
@@ -119,7 +149,16 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub max_participants: usize,
     pub max_connections: usize,
+    /// `None` is no limit.
+    pub max_connections_per_source: Option<usize>,
+    /// `None` is no limit.
+    pub max_handshakes_per_source: Option<usize>,
     pub max_message_bytes: usize,
+    /// Web origins whose pages may connect besides the relay's own (lower case, no trailing
+    /// `/`); `*` is any.
+    pub allow_origins: Vec<String>,
+    pub max_audio_frame_bytes: usize,
+    pub max_video_frame_bytes: usize,
     pub join_timeout: Duration,
     pub idle_timeout: Duration,
     pub ping_interval: Duration,
@@ -175,7 +214,12 @@ impl Default for Config {
             tls: None,
             max_participants: 16,
             max_connections: 1000,
+            max_connections_per_source: Some(50),
+            max_handshakes_per_source: Some(16),
             max_message_bytes: 1 << 20,
+            allow_origins: Vec::new(),
+            max_audio_frame_bytes: 4 << 10,
+            max_video_frame_bytes: 1 << 20,
             join_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
@@ -216,7 +260,12 @@ impl Args {
             tls_key: self.tls_key.or(other.tls_key),
             max_participants: self.max_participants.or(other.max_participants),
             max_connections: self.max_connections.or(other.max_connections),
+            max_connections_per_source: self.max_connections_per_source.or(other.max_connections_per_source),
+            max_handshakes_per_source: self.max_handshakes_per_source.or(other.max_handshakes_per_source),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            allow_origin: if self.allow_origin.is_empty() { other.allow_origin } else { self.allow_origin },
+            max_audio_frame_bytes: self.max_audio_frame_bytes.or(other.max_audio_frame_bytes),
+            max_video_frame_bytes: self.max_video_frame_bytes.or(other.max_video_frame_bytes),
             join_timeout: self.join_timeout.or(other.join_timeout),
             idle_timeout: self.idle_timeout.or(other.idle_timeout),
             ping_interval: self.ping_interval.or(other.ping_interval),
@@ -242,6 +291,8 @@ impl Args {
             (None, None) => None,
             _ => return Err(invalid("tls-cert", "and --tls-key must be given together")),
         };
+        let max_message_bytes =
+            at_least("max-message-bytes", self.max_message_bytes, 1024, defaults.max_message_bytes)?;
         let config = Config {
             listen: self.listen.unwrap_or(defaults.listen),
             tls,
@@ -252,11 +303,29 @@ impl Args {
                 defaults.max_participants,
             )?,
             max_connections: at_least("max-connections", self.max_connections, 1, defaults.max_connections)?,
-            max_message_bytes: at_least(
-                "max-message-bytes",
-                self.max_message_bytes,
+            max_connections_per_source: match self.max_connections_per_source {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.max_connections_per_source,
+            },
+            max_handshakes_per_source: match self.max_handshakes_per_source {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.max_handshakes_per_source,
+            },
+            max_message_bytes,
+            allow_origins: self.allow_origin.into_iter().map(origin).collect::<Result<_, _>>()?,
+            max_audio_frame_bytes: at_least(
+                "max-audio-frame-bytes",
+                self.max_audio_frame_bytes,
+                256,
+                defaults.max_audio_frame_bytes,
+            )?,
+            max_video_frame_bytes: at_least(
+                "max-video-frame-bytes",
+                self.max_video_frame_bytes,
                 1024,
-                defaults.max_message_bytes,
+                max_message_bytes,
             )?,
             join_timeout: seconds("join-timeout", self.join_timeout, defaults.join_timeout)?,
             idle_timeout: seconds("idle-timeout", self.idle_timeout, defaults.idle_timeout)?,
@@ -314,11 +383,41 @@ impl Args {
         if config.max_name_chars > MAX_NAME_CHARS {
             return Err(invalid("max-name-chars", format!("must be at most {MAX_NAME_CHARS}")));
         }
+        for (flag, bytes) in [
+            ("max-audio-frame-bytes", config.max_audio_frame_bytes),
+            ("max-video-frame-bytes", config.max_video_frame_bytes),
+        ] {
+            if bytes > config.max_message_bytes {
+                let limit = config.max_message_bytes;
+                return Err(invalid(flag, format!("must be at most --max-message-bytes ({limit})")));
+            }
+        }
+        if config.max_audio_frame_bytes > config.receiver_audio_bytes {
+            return Err(invalid("max-audio-frame-bytes", "must be at most --receiver-audio-bytes"));
+        }
         if config.ping_interval >= config.idle_timeout {
             return Err(invalid("ping-interval", "must be shorter than --idle-timeout"));
         }
         Ok(config)
     }
+}
+
+/// Accepts `*`, `null` or `http[s]://HOST[:PORT]`, as browsers write origins, in lower case.
+fn origin(given: String) -> Result<String, ConfigError> {
+    let origin = given.trim().trim_end_matches('/').to_ascii_lowercase();
+    let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    let valid = origin == "*"
+        || origin == "null"
+        || authority.is_some_and(|authority| {
+            !authority.is_empty()
+                && !authority.contains(['/', '?', '#', '@', ' '])
+                && !authority.starts_with(':')
+        });
+    if !valid {
+        let reason = format!("must look like https://host or https://host:port, or be *, not \"{given}\"");
+        return Err(invalid("allow-origin", reason));
+    }
+    Ok(origin)
 }
 
 /// Accepts `nats://HOST:PORT`, `tls://HOST:PORT` or a bare `HOST[:PORT]`.
@@ -395,6 +494,18 @@ mod tests {
         assert_eq!(config.max_participants, 16);
         assert_eq!(config.max_message_bytes, 1 << 20);
         assert_eq!(config.join_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_audio_frame_bytes, 4096);
+        assert_eq!(config.max_video_frame_bytes, config.max_message_bytes);
+    }
+
+    #[test]
+    fn frame_limits_follow_the_message_limit() {
+        let args = ["chinwag-relay", "--max-message-bytes", "100000"];
+        let config = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(config.max_video_frame_bytes, 100_000, "video defaults to the message limit");
+        let args = ["chinwag-relay", "--max-message-bytes", "100000", "--max-video-frame-bytes", "200000"];
+        let error = Args::parse_from(args).into_config().unwrap_err();
+        assert_eq!(error.to_string(), "--max-video-frame-bytes must be at most --max-message-bytes (100000)");
     }
 
     #[test]
@@ -441,6 +552,26 @@ mod tests {
         let error = Args::parse_from(args).into_config().unwrap_err();
         assert!(error.to_string().starts_with("--node-id must be"), "{error}");
         assert!(Args::try_parse_from(["chinwag-relay", "--node-id", "a"]).is_err(), "needs --cluster");
+    }
+
+    #[test]
+    fn origins_are_checked_and_written_as_browsers_write_them() {
+        let args = [
+            "chinwag-relay",
+            "--allow-origin",
+            "https://Call.Example.com/",
+            "--allow-origin",
+            "http://x:8080",
+        ];
+        let config = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(config.allow_origins, ["https://call.example.com", "http://x:8080"]);
+        let error = Args::parse_from(["chinwag-relay", "--allow-origin", "call.example.com"])
+            .into_config()
+            .unwrap_err();
+        assert!(error.to_string().starts_with("--allow-origin must look like https://host"), "{error}");
+        let file: Args = toml::from_str("allow-origin = [\"https://a.example\"]").unwrap();
+        assert_eq!(file.into_config().unwrap().allow_origins, ["https://a.example"]);
+        assert!(Args::parse_from(["chinwag-relay"]).into_config().unwrap().allow_origins.is_empty());
     }
 
     #[test]

@@ -21,9 +21,23 @@ pub enum Route {
     BadRequest,
 }
 
-/// Reads until the end of the request head. Returns the route and every byte read, so that
-/// the WebSocket handshake can read them again.
-pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Route, Vec<u8>)> {
+/// A request head as read.
+#[derive(Debug)]
+pub struct Head {
+    pub route: Route,
+    /// Every byte read, so that the WebSocket handshake can read them again: the head and
+    /// anything the client sent after it.
+    pub bytes: Vec<u8>,
+    /// How many of `bytes` are the head.
+    pub len: usize,
+    /// The `Origin` header, which browsers send and native clients do not.
+    pub origin: Option<String>,
+    /// The `Host` header.
+    pub host: Option<String>,
+}
+
+/// Reads until the end of the request head.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -35,11 +49,38 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Rout
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => return Ok((route(&request), buf)),
+            Ok(httparse::Status::Complete(len)) => {
+                let origin = header(&request, "origin");
+                let host = header(&request, "host");
+                return Ok(Head { route: route(&request), bytes: buf, len, origin, host });
+            }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => continue,
-            Ok(httparse::Status::Partial) | Err(_) => return Ok((Route::BadRequest, buf)),
+            Ok(httparse::Status::Partial) | Err(_) => {
+                let len = buf.len();
+                return Ok(Head { route: Route::BadRequest, bytes: buf, len, origin: None, host: None });
+            }
         }
     }
+}
+
+/// The first header called `name`, if its value is text.
+fn header(request: &httparse::Request<'_, '_>, name: &str) -> Option<String> {
+    let header = request.headers.iter().find(|header| header.name.eq_ignore_ascii_case(name))?;
+    std::str::from_utf8(header.value).ok().map(|value| value.trim().to_owned())
+}
+
+/// Whether a WebSocket upgrade from a page of `origin` may go on: always without one (native
+/// clients send none), from the relay's own origin (`host` over `http`, or `https` under
+/// TLS), and from the origins a deployment `allowed` (`*` is any). Any other web page is
+/// refused, so that a script on a site someone visits cannot join their calls.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, tls: bool, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+    if allowed.iter().any(|allowed| allowed == "*" || *allowed == origin) {
+        return true;
+    }
+    let scheme = if tls { "https" } else { "http" };
+    host.is_some_and(|host| origin == format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 fn route(request: &httparse::Request<'_, '_>) -> Route {
@@ -129,7 +170,7 @@ mod tests {
 
     async fn route_of(request: &str) -> Route {
         let mut bytes = request.as_bytes();
-        read_head(&mut bytes).await.unwrap().0
+        read_head(&mut bytes).await.unwrap().route
     }
 
     #[tokio::test]
@@ -144,10 +185,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_origin_and_host_are_read() {
+        let request = "GET /v1 HTTP/1.1\r\nHost: relay:7300\r\nORIGIN:  https://a.example \r\n\r\n";
+        let head = read_head(&mut request.as_bytes()).await.unwrap();
+        assert_eq!(head.origin.as_deref(), Some("https://a.example"));
+        assert_eq!(head.host.as_deref(), Some("relay:7300"));
+    }
+
+    #[test]
+    fn only_native_clients_the_relays_own_pages_and_allowed_origins_may_upgrade() {
+        let allowed = vec!["https://call.example.com".to_owned()];
+        let host = Some("relay.example:7300");
+        let check = |origin, tls| origin_allowed(origin, host, tls, &allowed);
+        assert!(check(None, false), "native clients send no Origin");
+        assert!(!check(Some("https://evil.example"), false));
+        assert!(!check(Some("null"), false), "sandboxed pages and files are web pages too");
+        assert!(check(Some("https://Call.Example.com/"), true));
+        assert!(check(Some("http://relay.example:7300"), false), "the relay's own origin");
+        assert!(!check(Some("http://relay.example:7300"), true), "not over plain http under TLS");
+        assert!(check(Some("https://relay.example:7300"), true));
+        assert!(!origin_allowed(Some("http://relay.example:7300"), None, false, &[]));
+        assert!(origin_allowed(Some("https://any.example"), host, false, &["*".to_owned()]));
+    }
+
+    #[tokio::test]
     async fn an_endless_head_is_cut_off() {
         let endless = format!("GET / HTTP/1.1\r\n{}", "X-Pad: aaaaaaaaaaaaaaaa\r\n".repeat(1000));
         let mut bytes = endless.as_bytes();
-        assert_eq!(read_head(&mut bytes).await.unwrap().0, Route::BadRequest);
+        assert_eq!(read_head(&mut bytes).await.unwrap().route, Route::BadRequest);
     }
 
     #[tokio::test]

@@ -19,11 +19,13 @@ pub mod config;
 mod http;
 mod layers;
 pub mod limiter;
+mod metered;
 mod metrics;
 pub mod pacer;
 pub mod rooms;
 pub mod server;
 mod socket;
+pub mod sources;
 
 pub use config::{Config, ConfigError};
 pub use server::{Relay, RelayError};

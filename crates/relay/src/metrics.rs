@@ -17,8 +17,11 @@ pub enum DropReason {
     VideoSuperseded,
     /// A video frame that did not fit the receiver's video budget.
     VideoQueueFull,
-    /// A frame larger than a receiver's whole budget for its kind.
+    /// A frame larger than the relay's limit for its kind (dropped as it arrives, once) or
+    /// than a receiver's whole budget for its kind.
     FrameTooLarge,
+    /// Audio dropped, oldest first, to keep a receiver's queue within its byte budget.
+    AudioQueueFull,
     /// Frames thrown away with the queue of a receiver disconnected for being too slow.
     ReceiverTooSlow,
     /// Frames thrown away with the queue of a receiver closed for another reason (it broke a
@@ -27,11 +30,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 7] = [
         DropReason::BadHeader,
         DropReason::VideoSuperseded,
         DropReason::VideoQueueFull,
         DropReason::FrameTooLarge,
+        DropReason::AudioQueueFull,
         DropReason::ReceiverTooSlow,
         DropReason::ReceiverClosed,
     ];
@@ -42,8 +46,41 @@ impl DropReason {
             DropReason::VideoSuperseded => "video_superseded",
             DropReason::VideoQueueFull => "video_queue_full",
             DropReason::FrameTooLarge => "frame_too_large",
+            DropReason::AudioQueueFull => "audio_queue_full",
             DropReason::ReceiverTooSlow => "receiver_too_slow",
             DropReason::ReceiverClosed => "receiver_closed",
+        }
+    }
+}
+
+/// Why a new connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// Its source holds as many connections as it may.
+    SourceConnections,
+    /// Its source holds as many connections that have not joined yet as it may.
+    SourceHandshakes,
+    /// The relay holds as many connections as it may (answered only for `/healthz` and
+    /// `/metrics`).
+    RelayFull,
+    /// A web page from an origin the relay does not allow asked for a WebSocket.
+    Origin,
+}
+
+impl RefusedReason {
+    const ALL: [RefusedReason; 4] = [
+        RefusedReason::SourceConnections,
+        RefusedReason::SourceHandshakes,
+        RefusedReason::RelayFull,
+        RefusedReason::Origin,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::SourceConnections => "source_connections",
+            RefusedReason::SourceHandshakes => "source_handshakes",
+            RefusedReason::RelayFull => "relay_full",
+            RefusedReason::Origin => "origin",
         }
     }
 }
@@ -65,7 +102,7 @@ pub(crate) fn by_kind(values: &[AtomicU64; 2]) -> Vec<(String, u64)> {
 }
 
 /// The error codes the relay sends, in the order they are reported.
-const SENT_CODES: [ErrorCode; 11] = [
+const SENT_CODES: [ErrorCode; 12] = [
     ErrorCode::BadRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::WrongPassword,
@@ -77,12 +114,14 @@ const SENT_CODES: [ErrorCode; 11] = [
     ErrorCode::TooSlow,
     ErrorCode::ShuttingDown,
     ErrorCode::Unavailable,
+    ErrorCode::Replaced,
 ];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
+    connections_refused: [AtomicU64; RefusedReason::ALL.len()],
     frames_in: [AtomicU64; 2],
     bytes_in: [AtomicU64; 2],
     frames_out: [AtomicU64; 2],
@@ -113,6 +152,11 @@ impl Metrics {
     pub fn connection_opened(&self) {
         self.connections_accepted.fetch_add(1, Relaxed);
         self.connections_open.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_refused(&self, reason: RefusedReason) {
+        let index = RefusedReason::ALL.iter().position(|r| *r == reason).expect("ALL lists every reason");
+        self.connections_refused[index].fetch_add(1, Relaxed);
     }
 
     pub fn connection_closed(&self) {
@@ -157,6 +201,12 @@ impl Metrics {
             "Connections accepted since start.",
             &plain(self.connections_accepted.load(Relaxed)),
         );
+        let refused: Vec<_> = RefusedReason::ALL
+            .iter()
+            .zip(&self.connections_refused)
+            .map(|(reason, value)| (format!("{{reason=\"{}\"}}", reason.as_str()), value.load(Relaxed)))
+            .collect();
+        metric("connections_refused_total", "counter", "Connections turned away, by reason.", &refused);
         metric("rooms", "gauge", "Rooms with at least one participant.", &plain(gauges.rooms as u64));
         metric("participants", "gauge", "Joined participants.", &plain(gauges.participants as u64));
         metric(

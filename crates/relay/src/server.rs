@@ -25,7 +25,7 @@ use chinwag_proto::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -40,11 +40,13 @@ use crate::cluster::{ClusterError, ClusterLink, RoomSubjects};
 use crate::config::{Config, TlsFiles};
 use crate::http::{self, Prefixed, Route};
 use crate::layers::{LAYER_FRAME_TIME, Layers};
-use crate::limiter::RateLimiter;
-use crate::metrics::{DropReason, Gauges, Metrics};
+use crate::limiter::{FrameMeter, RateLimiter};
+use crate::metered::{Metered, is_rate_exceeded};
+use crate::metrics::{DropReason, Gauges, Metrics, RefusedReason};
 use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
 use crate::socket::Unsent;
+use crate::sources::{Source, SourceLimits, SourceRefusal, Sources};
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
@@ -54,8 +56,15 @@ const WRITE_BATCH: usize = 64;
 const VIDEO_PING_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after the last video frame those frequent pings go on.
 const VIDEO_PINGS_FOR: Duration = Duration::from_secs(3);
+/// When a room is full, a member silent this long gives its place to a newcomer: clients
+/// ping at least once a second, so it is almost surely a connection that only looks alive.
+const SILENT_MEMBER_GIVES_WAY: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to deliver its last error and close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How many connections that arrive while the relay is full may be read at once, to answer
+/// `/healthz` and `/metrics`, and for how long.
+const WHILE_FULL_LANES: usize = 32;
+const WHILE_FULL_GRACE: Duration = Duration::from_secs(2);
 /// How long the relay waits for connections to close on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// A small read buffer keeps idle connections cheap; tungstenite's default is 128 KiB.
@@ -93,6 +102,9 @@ pub struct Relay {
     local_addr: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Arc<Hub>,
+    /// Connections arriving while the relay is full that may be read to answer `/healthz`
+    /// and `/metrics`.
+    while_full: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -113,7 +125,7 @@ impl Relay {
         if let Some(cluster) = &hub.cluster {
             cluster.start(&hub);
         }
-        Ok(Relay { listener, local_addr, tls, hub })
+        Ok(Relay { listener, local_addr, tls, hub, while_full: Arc::new(Semaphore::new(WHILE_FULL_LANES)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -162,17 +174,52 @@ impl Relay {
             debug!(%peer_addr, %error, "cannot tune the socket");
         }
         let unsent = Unsent::of(&tcp);
-        if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
-            hub.metrics.error_sent(ErrorCode::ServerFull);
+        let source = Source::of(peer_addr.ip());
+        if let Err(refusal) = lock(&hub.sources).handle_open(source) {
+            let (reason, body) = match refusal {
+                SourceRefusal::TooManyConnections { max } => (
+                    RefusedReason::SourceConnections,
+                    format!("your address has as many connections to this relay as it allows ({max})\n"),
+                ),
+                SourceRefusal::TooManyHandshakes { max } => (
+                    RefusedReason::SourceHandshakes,
+                    format!(
+                        "your address has as many connections still joining as this relay allows ({max})\n"
+                    ),
+                ),
+            };
+            debug!(%source, ?refusal, "turned a connection away");
+            hub.metrics.connection_refused(reason);
             tokio::spawn(async move {
                 let mut tcp = tcp;
-                let body = "the relay has as many connections as it allows; try again later\n";
-                let _ = tokio::time::timeout(
-                    CLOSE_GRACE,
-                    http::respond(&mut tcp, "503 Service Unavailable", "text/plain", body),
-                )
-                .await;
+                let response = http::respond(&mut tcp, "503 Service Unavailable", "text/plain", &body);
+                let _ = tokio::time::timeout(CLOSE_GRACE, response).await;
             });
+            return;
+        }
+        let ticket = SourceTicket { hub: Arc::clone(&hub), source, handshaking: true };
+        if hub.metrics.open_connections() >= hub.config.max_connections as u64 {
+            hub.metrics.connection_refused(RefusedReason::RelayFull);
+            let tls = self.tls.clone();
+            match Arc::clone(&self.while_full).try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ticket = ticket;
+                        answer_while_full(tcp, tls, hub).await;
+                    });
+                }
+                Err(_) => {
+                    hub.metrics.error_sent(ErrorCode::ServerFull);
+                    tokio::spawn(async move {
+                        let _ticket = ticket;
+                        let mut tcp = tcp;
+                        let response =
+                            http::respond(&mut tcp, "503 Service Unavailable", "text/plain", full_message());
+                        let _ = tokio::time::timeout(CLOSE_GRACE, response).await;
+                    });
+                }
+            }
             return;
         }
         hub.metrics.connection_opened();
@@ -182,11 +229,11 @@ impl Relay {
             // `unsent` reads the socket's queue by its descriptor: it is used only while the
             // stream that owns the socket is alive, inside `serve`.
             match tls {
-                None => serve(tcp, hub, stop, unsent).await,
+                None => serve(tcp, hub, stop, unsent, ticket).await,
                 Some(acceptor) => {
                     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
                     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve(tls, hub, stop, unsent).await,
+                        Ok(Ok(tls)) => serve(tls, hub, stop, unsent, ticket).await,
                         Ok(Err(error)) => debug!(%peer_addr, %error, "TLS handshake failed"),
                         Err(_) => debug!(%peer_addr, "TLS handshake timed out"),
                     }
@@ -229,6 +276,8 @@ pub(crate) struct Hub {
     /// a cluster (on machines whose clocks are in sync) keeps the same clock.
     epoch_us: u64,
     metrics: Metrics,
+    /// Connections by source, for the per-source limits.
+    sources: Mutex<Sources>,
     state: Mutex<HubState>,
     pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
@@ -239,6 +288,8 @@ struct HubState {
     fanouts: HashMap<String, Arc<Fanout>>,
     /// In a cluster: the participants other relays hold in the rooms this relay is in.
     roster: Roster,
+    /// Each joined participant's `resume` secret.
+    resume: HashMap<String, ParticipantId>,
 }
 
 /// The members of one room, as the reader of each member sees them when it forwards media.
@@ -272,6 +323,8 @@ impl Fanout {
 /// One joined participant's way out: its queue, and the signal that wakes its writer.
 pub(crate) struct Link {
     pub(crate) id: ParticipantId,
+    /// The secret that lets this participant's next connection take its place.
+    resume: String,
     state: Mutex<LinkState>,
     /// Wakes the writer when something was queued or the link is closing.
     wake: Notify,
@@ -280,6 +333,8 @@ pub(crate) struct Link {
     closed: Notify,
     /// Bytes received from this participant, told back in pongs.
     bytes_in: AtomicU64,
+    /// The relay clock when this participant's last message arrived.
+    last_heard_us: AtomicU64,
     /// How much video this participant's link carries.
     pacer: Mutex<VideoPacer>,
 }
@@ -332,7 +387,12 @@ impl Hub {
                 links: HashMap::new(),
                 fanouts: HashMap::new(),
                 roster: Roster::default(),
+                resume: HashMap::new(),
             }),
+            sources: Mutex::new(Sources::new(SourceLimits {
+                connections: config.max_connections_per_source,
+                handshakes: config.max_handshakes_per_source,
+            })),
             config,
             epoch: Instant::now(),
             epoch_us,
@@ -356,18 +416,76 @@ impl Hub {
     }
 
     /// Joins a participant: through the cluster's room record when clustered, else here.
+    /// A join that brings the `resume` secret of a connection still in the same room ends
+    /// that connection first: it is the same client back, and its old connection, which
+    /// may only look alive, must not keep it out. A join into a full room ends the
+    /// connections of members silent for [`SILENT_MEMBER_GIVES_WAY`] and tries again.
     async fn join(
         &self,
         room: &str,
         name: &str,
         password: Option<&str>,
+        resume: Option<&str>,
     ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        match self.join_once(room, name, password, resume).await {
+            Err(Closing { code: ErrorCode::RoomFull, .. }) if self.end_silent_members(room) => {
+                self.join_once(room, name, password, None).await
+            }
+            joined => joined,
+        }
+    }
+
+    /// Ends the connections of `room`'s members on this relay silent for
+    /// [`SILENT_MEMBER_GIVES_WAY`]; whether there were any.
+    fn end_silent_members(&self, room: &str) -> bool {
+        let now_us = self.now_us();
+        let silent_us = SILENT_MEMBER_GIVES_WAY.as_micros() as u64;
+        let silent: Vec<Arc<Link>> = {
+            let state = lock(&self.state);
+            state
+                .rooms
+                .members(room)
+                .filter_map(|peer| state.links.get(&peer.id))
+                .filter(|link| now_us.saturating_sub(link.last_heard_us.load(Relaxed)) > silent_us)
+                .cloned()
+                .collect()
+        };
+        for link in &silent {
+            info!(%room, id = %link.id, "gave its place to a newcomer after going silent");
+            let seconds = SILENT_MEMBER_GIVES_WAY.as_secs();
+            let message = format!("nothing heard from you for over {seconds} s while the room was full");
+            link.close(self, Closing { code: ErrorCode::Timeout, message });
+            self.leave(link.id);
+        }
+        !silent.is_empty()
+    }
+
+    async fn join_once(
+        &self,
+        room: &str,
+        name: &str,
+        password: Option<&str>,
+        resume: Option<&str>,
+    ) -> Result<(Arc<Link>, Arc<Fanout>), Closing> {
+        if let Some(stale) = resume.and_then(|resume| self.resumed_link(room, resume)) {
+            info!(%room, id = %stale.id, "replaced by a new connection");
+            let message = "you joined this room again on another connection, which takes this one's place";
+            stale.close(self, Closing { code: ErrorCode::Replaced, message: message.into() });
+            self.leave(stale.id);
+        }
         if let Some(cluster) = &self.cluster {
             return cluster.join(room, name, password).await;
         }
         let mut state = lock(&self.state);
         let joined = state.rooms.handle_join(room, name, password).map_err(|why| refusal(room, why))?;
         Ok(self.welcome_locked(&mut state, room, joined))
+    }
+
+    /// The link in `room` whose `resume` secret this is.
+    fn resumed_link(&self, room: &str, resume: &str) -> Option<Arc<Link>> {
+        let state = lock(&self.state);
+        let id = *state.resume.get(resume)?;
+        (state.rooms.room_of(id) == Some(room)).then(|| state.links.get(&id).cloned()).flatten()
     }
 
     /// Admits a participant the cluster's room record accepted under `id`.
@@ -389,16 +507,19 @@ impl Hub {
         room: &str,
         joined: crate::rooms::Joined,
     ) -> (Arc<Link>, Arc<Fanout>) {
+        let resume = new_resume_secret();
         let link = Arc::new(Link {
             id: joined.id,
+            resume: resume.clone(),
             state: Mutex::new(LinkState {
-                queue: MediaQueue::new(self.queue_limits(), AudioPolicy::Refuse),
+                queue: MediaQueue::new(self.queue_limits(), AudioPolicy::TooSlowWhenStale),
                 layers: HashMap::new(),
                 closing: None,
             }),
             wake: Notify::new(),
             closed: Notify::new(),
             bytes_in: AtomicU64::new(0),
+            last_heard_us: AtomicU64::new(self.now_us()),
             pacer: Mutex::new(VideoPacer::new(Instant::now())),
         });
         let mut peers: Vec<Peer> = state.roster.peers(room).cloned().collect();
@@ -408,8 +529,10 @@ impl Hub {
             room: room.to_owned(),
             peers,
             server_time_us: self.now_us(),
+            resume: Some(resume.clone()),
         });
         link.push_control(&welcome, self);
+        state.resume.insert(resume, joined.id);
         let announcement = ServerMessage::PeerJoined { peer: joined.peer };
         for other in &joined.others {
             if let Some(other) = state.links.get(&other.id) {
@@ -430,7 +553,9 @@ impl Hub {
 
     pub(crate) fn leave(&self, id: ParticipantId) {
         let mut state = lock(&self.state);
-        state.links.remove(&id);
+        if let Some(link) = state.links.remove(&id) {
+            state.resume.remove(&link.resume);
+        }
         let Some(left) = state.rooms.handle_leave(id) else { return };
         if let Some(cluster) = &self.cluster {
             state.roster.release(&left.room);
@@ -613,8 +738,10 @@ impl Link {
         if state.closing.is_some() {
             return;
         }
-        if state.queue.push_control(message.to_json()) == Pushed::TooSlow {
-            self.close_locked(&mut state, hub, too_slow());
+        match state.queue.push_control(message.to_json()) {
+            Pushed::TooSlow => self.close_locked(&mut state, hub, too_slow()),
+            Pushed::QueuedDroppingOldAudio(n) => hub.metrics.dropped(DropReason::AudioQueueFull, n as usize),
+            _ => {}
         }
         drop(state);
         self.wake.notify_one();
@@ -642,7 +769,8 @@ impl Link {
             MediaKind::Video => state.queue.push_video(now, sender, frame),
         };
         match pushed {
-            Pushed::Queued | Pushed::QueuedDroppingOldAudio(_) => {}
+            Pushed::Queued => {}
+            Pushed::QueuedDroppingOldAudio(n) => hub.metrics.dropped(DropReason::AudioQueueFull, n as usize),
             Pushed::ReplacedOlderVideo => hub.metrics.dropped(DropReason::VideoSuperseded, 1),
             Pushed::DroppedVideoOverBudget => {
                 hub.metrics.dropped(DropReason::VideoQueueFull, 1);
@@ -730,6 +858,12 @@ impl Link {
     }
 }
 
+/// 128 random bits in hex: a secret nobody else can guess.
+fn new_resume_secret() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
 /// The video layer `frame` belongs to (the full one for audio, and for a frame that does not
 /// decode).
 fn video_layer(frame: &[u8]) -> VideoLayer {
@@ -753,49 +887,42 @@ fn ws_config(hub: &Hub) -> WebSocketConfig {
 }
 
 /// One connection from its first byte to its last.
-async fn serve<S>(stream: S, hub: Arc<Hub>, mut stop: watch::Receiver<bool>, unsent: Unsent)
-where
+async fn serve<S>(
+    stream: S,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+    unsent: Unsent,
+    mut ticket: SourceTicket,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let deadline = tokio::time::Instant::now() + hub.config.join_timeout;
     let handshake = async {
         let mut stream = stream;
-        let (route, head) = http::read_head(&mut stream).await.ok()?;
-        match route {
-            Route::WebSocket => {}
-            Route::Health => {
-                let (status, body) = match hub.cluster.as_ref().map(|cluster| cluster.health()) {
-                    None => ("200 OK", "ok\n".to_owned()),
-                    Some(Ok(cluster)) => ("200 OK", format!("ok\n{cluster}")),
-                    Some(Err(problem)) => (
-                        "503 Service Unavailable",
-                        format!("degraded: {problem}; calls on this relay go on\n"),
-                    ),
-                };
-                let _ = http::respond(&mut stream, status, "text/plain", &body).await;
-                return None;
-            }
-            Route::Metrics => {
-                let mut body = hub.metrics.render(&hub.gauges());
-                if let Some(cluster) = &hub.cluster {
-                    cluster.render_metrics(&mut body);
-                }
-                let _ = http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await;
-                return None;
-            }
-            Route::NotFound => {
-                let body = "not found: Chinwag clients connect to /v1; also /healthz and /metrics\n";
-                let _ = http::respond(&mut stream, "404 Not Found", "text/plain", body).await;
-                return None;
-            }
-            Route::BadRequest => {
-                let _ = http::respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await;
-                return None;
-            }
+        let head = http::read_head(&mut stream).await.ok()?;
+        if head.route != Route::WebSocket {
+            answer_plain(&head.route, &mut stream, &hub).await;
+            return None;
         }
-        tokio_tungstenite::accept_async_with_config(Prefixed::new(head, stream), Some(ws_config(&hub)))
-            .await
-            .ok()
+        let tls = hub.config.tls.is_some();
+        if !http::origin_allowed(head.origin.as_deref(), head.host.as_deref(), tls, &hub.config.allow_origins)
+        {
+            let origin = head.origin.as_deref().unwrap_or_default();
+            debug!(%origin, "refused a web page from another origin");
+            hub.metrics.connection_refused(RefusedReason::Origin);
+            let body = format!(
+                "pages from {origin} may not connect to this relay; its operator can allow them with --allow-origin\n"
+            );
+            let _ = http::respond(&mut stream, "403 Forbidden", "text/plain", &body).await;
+            return None;
+        }
+        // Every frame from here on counts against the connection's limits, before and after
+        // joining, whatever its kind.
+        let limiter =
+            RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
+        let meter = FrameMeter::new(limiter, head.len);
+        let stream = Metered::new(Prefixed::new(head.bytes, stream), meter);
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&hub))).await.ok()
     };
     // Until the upgrade a client cannot be sent an error, so running out of time only closes
     // the socket; after it, `wait_for_join` says why it gives up, by the same deadline.
@@ -809,7 +936,92 @@ where
         },
         _ = stop.changed() => return,
     };
+    ticket.joined();
     run_call(joined, hub, stop, unsent).await;
+}
+
+/// Answers a plain HTTP request: `/healthz`, `/metrics`, or an error.
+async fn answer_plain<S: AsyncWrite + Unpin>(route: &Route, stream: &mut S, hub: &Hub) {
+    let (status, content_type, body) = match route {
+        Route::Health => {
+            let full = hub.metrics.open_connections() >= hub.config.max_connections as u64;
+            let full = if full { "full: at its connection limit; calls on this relay go on\n" } else { "" };
+            match hub.cluster.as_ref().map(|cluster| cluster.health()) {
+                None => ("200 OK", "text/plain", format!("ok\n{full}")),
+                Some(Ok(cluster)) => ("200 OK", "text/plain", format!("ok\n{cluster}{full}")),
+                Some(Err(problem)) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("degraded: {problem}; calls on this relay go on\n{full}"),
+                ),
+            }
+        }
+        Route::Metrics => {
+            let mut body = hub.metrics.render(&hub.gauges());
+            if let Some(cluster) = &hub.cluster {
+                cluster.render_metrics(&mut body);
+            }
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        Route::WebSocket => {
+            hub.metrics.error_sent(ErrorCode::ServerFull);
+            ("503 Service Unavailable", "text/plain", full_message().into())
+        }
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain",
+            "not found: Chinwag clients connect to /v1; also /healthz and /metrics\n".into(),
+        ),
+        Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".into()),
+    };
+    let _ = http::respond(stream, status, content_type, &body).await;
+}
+
+fn full_message() -> &'static str {
+    "the relay has as many connections as it allows; try again later\n"
+}
+
+/// A connection that arrived while the relay was at its connection limit: it is read just far
+/// enough to answer `/healthz` and `/metrics`, so that monitoring and load balancers still
+/// see a relay that is full, not one that is dead; anything else is told the relay is full.
+async fn answer_while_full(tcp: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>, hub: Arc<Hub>) {
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, hub: &Hub) {
+        if let Ok(head) = http::read_head(&mut stream).await {
+            answer_plain(&head.route, &mut stream, hub).await;
+        }
+    }
+    let answered = async {
+        match tls {
+            None => answer(tcp, &hub).await,
+            Some(acceptor) => {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    answer(tls, &hub).await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WHILE_FULL_GRACE, answered).await;
+}
+
+/// Counts a connection against its source for as long as it lives.
+struct SourceTicket {
+    hub: Arc<Hub>,
+    source: Source,
+    handshaking: bool,
+}
+
+impl SourceTicket {
+    fn joined(&mut self) {
+        if std::mem::replace(&mut self.handshaking, false) {
+            lock(&self.hub.sources).handle_joined(self.source);
+        }
+    }
+}
+
+impl Drop for SourceTicket {
+    fn drop(&mut self) {
+        lock(&self.hub.sources).handle_closed(self.source, self.handshaking);
+    }
 }
 
 struct JoinedConnection<S> {
@@ -839,6 +1051,10 @@ where
             Ok(None) | Ok(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed))) => return None,
             Ok(Some(Err(WsError::Capacity(_)))) => {
                 refuse(&mut ws, hub, ErrorCode::TooLarge, too_large_message(hub)).await;
+                return None;
+            }
+            Ok(Some(Err(WsError::Io(error)))) if is_rate_exceeded(&error) => {
+                refuse(&mut ws, hub, ErrorCode::RateLimited, rate_limited_message(hub)).await;
                 return None;
             }
             Ok(Some(Err(_))) => return None,
@@ -888,7 +1104,7 @@ where
         refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
         return None;
     }
-    match hub.join(&join.room, &join.name, join.password.as_deref()).await {
+    match hub.join(&join.room, &join.name, join.password.as_deref(), join.resume.as_deref()).await {
         Ok((link, fanout)) => {
             info!(room = %join.room, id = %link.id, name = %join.name, "joined");
             Some(JoinedConnection { ws, link, fanout })
@@ -898,6 +1114,13 @@ where
             None
         }
     }
+}
+
+fn rate_limited_message(hub: &Hub) -> String {
+    format!(
+        "you sent more than {} WebSocket frames or {} bytes per second",
+        hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec
+    )
 }
 
 fn too_large_message(hub: &Hub) -> String {
@@ -1001,8 +1224,6 @@ async fn read_loop<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut limiter =
-        RateLimiter::new(Instant::now(), hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec);
     loop {
         let message = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
             Err(_) => {
@@ -1016,6 +1237,9 @@ where
             )))) => {
                 return Some(Closing { code: ErrorCode::TooLarge, message: too_large_message(hub) });
             }
+            Ok(Some(Err(WsError::Io(error)))) if is_rate_exceeded(&error) => {
+                return Some(Closing { code: ErrorCode::RateLimited, message: rate_limited_message(hub) });
+            }
             Ok(Some(Err(error))) => {
                 debug!(id = %link.id, %error, "connection ended");
                 return None;
@@ -1024,13 +1248,7 @@ where
         };
         let now = Instant::now();
         link.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
-        if !limiter.handle_message(now, message.len()) {
-            let message = format!(
-                "you sent more than {} messages or {} bytes per second",
-                hub.config.max_messages_per_sec, hub.config.max_bytes_per_sec
-            );
-            return Some(Closing { code: ErrorCode::RateLimited, message });
-        }
+        link.last_heard_us.store(hub.now_us(), Ordering::Relaxed);
         match message {
             Message::Binary(frame) => forward_media(now, frame, link, fanout, hub),
             Message::Text(text) => match parse_client_message(&text) {
@@ -1080,6 +1298,17 @@ fn forward_media(now: Instant, frame: Bytes, link: &Link, fanout: &Fanout, hub: 
         }
     };
     hub.metrics.received(header.kind, frame.len());
+    let limit = match header.kind {
+        MediaKind::Audio => hub.config.max_audio_frame_bytes,
+        MediaKind::Video => hub.config.max_video_frame_bytes,
+    };
+    if frame.len() > limit {
+        // Queued, one such frame would take the place of many good ones in every receiver's
+        // queue; it is the sender's problem alone.
+        debug!(id = %link.id, kind = header.kind.as_str(), len = frame.len(), "dropped an oversized frame");
+        hub.metrics.dropped(DropReason::FrameTooLarge, 1);
+        return;
+    }
     let frame = frame.freeze();
     let layer = header.flags.layer();
     for member in fanout.members().iter().filter(|member| member.id != link.id) {

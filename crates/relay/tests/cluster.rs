@@ -270,6 +270,7 @@ async fn refused(url: &str, room: &str, name: &str, password: Option<&str>) -> (
             room: room.into(),
             name: name.into(),
             password: password.map(Into::into),
+            resume: None,
         }))
         .await
         .unwrap();

@@ -126,6 +126,7 @@ async fn refusals_carry_their_codes_and_a_sentence() {
             room: "locked".into(),
             name: "Eve".into(),
             password: Some("guess".into()),
+            resume: None,
         }))
         .await
         .unwrap();

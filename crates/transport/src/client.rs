@@ -385,17 +385,21 @@ async fn run(
     routes: &Routes,
 ) {
     let mut joined_before = false;
+    // The last welcome's secret: a rejoin with it takes the place of a connection the relay
+    // still thinks is alive, instead of being refused as one too many.
+    let mut resume: Option<String> = None;
     let mut attempt = 0u32;
     loop {
         let attempt_result = tokio::select! {
             biased;
             () = left(shared) => break,
-            result = connect_and_join(&config, &url, connector.clone(), shared) => result,
+            result = connect_and_join(&config, &url, connector.clone(), shared, resume.clone()) => result,
         };
         let error = match attempt_result {
             Ok((socket, welcome)) => {
                 attempt = 0;
                 info!(room = %welcome.room, id = %welcome.id, "joined");
+                resume = welcome.resume;
                 {
                     let mut queue = lock(&shared.queue);
                     queue.clear();
@@ -499,6 +503,7 @@ async fn connect_and_join(
     url: &str,
     connector: Option<Connector>,
     shared: &Shared,
+    resume: Option<String>,
 ) -> Result<(Socket, chinwag_proto::Welcome), TransportError> {
     let connect = async {
         let stream = dial(url).await?;
@@ -514,6 +519,7 @@ async fn connect_and_join(
         room: config.room.clone(),
         name: config.name.clone(),
         password: config.password.clone(),
+        resume,
     });
     let lost = |reason: String| TransportError::Lost { url: url.to_owned(), reason };
     socket.send(Message::text(join.to_json())).await.map_err(|error| lost(error.to_string()))?;

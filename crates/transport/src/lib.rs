@@ -61,7 +61,8 @@ pub enum TransportError {
 
 impl TransportError {
     /// Whether trying again cannot help without the person changing something (the password,
-    /// the room, the client version, the address).
+    /// the room, the client version, the address), or must not be done: a connection
+    /// `replaced` by a newer one of the same participant would throw that one out.
     pub fn is_permanent(&self) -> bool {
         match self {
             TransportError::BadAddress { .. }
@@ -71,6 +72,7 @@ impl TransportError {
                 code,
                 ErrorCode::WrongPassword
                     | ErrorCode::RoomFull
+                    | ErrorCode::Replaced
                     | ErrorCode::UnsupportedVersion
                     | ErrorCode::BadRequest
             ),

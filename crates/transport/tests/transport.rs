@@ -263,3 +263,74 @@ fn leaving_ends_the_connection_thread_at_once_even_while_the_relay_does_not_answ
     drop(transport);
     assert!(dropped.elapsed() < Duration::from_millis(100));
 }
+
+/// A TCP proxy whose client side can be cut while its relay side stays open: the relay goes
+/// on seeing a connection that only looks alive, as after a client's network changed.
+struct HalfOpenProxy {
+    addr: std::net::SocketAddr,
+    client_sides: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl HalfOpenProxy {
+    fn start(upstream: std::net::SocketAddr) -> HalfOpenProxy {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client_sides = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&client_sides);
+        std::thread::spawn(move || {
+            // Relay sides are never closed while the test runs.
+            let mut relay_sides = Vec::new();
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(relay) = TcpStream::connect(upstream) else { return };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), relay.try_clone().unwrap()),
+                    (relay.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                    });
+                }
+                kept.lock().unwrap().push(client);
+                relay_sides.push(relay);
+            }
+        });
+        HalfOpenProxy { addr, client_sides }
+    }
+
+    fn cut_client_sides(&self) {
+        for client in self.client_sides.lock().unwrap().drain(..) {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_rejoin_is_not_kept_out_of_a_full_room_by_its_own_old_connection() {
+    let relay = relay(&["--max-participants", "2"]);
+    let ada = Transport::start(config(&relay, "r", "Ada")).unwrap();
+    wait_for(&ada, SECONDS_5, |event| matches!(event, TransportEvent::Joined { .. }).then_some(()));
+    let proxy = HalfOpenProxy::start(relay.addr);
+    let bob = Transport::start(TransportConfig::new(proxy.addr.to_string(), "r", "Bob")).unwrap();
+    let old_id = wait_for(&bob, SECONDS_5, |event| match event {
+        TransportEvent::Joined { id, .. } => Some(id),
+        _ => None,
+    });
+    wait_for(&ada, SECONDS_5, |event| matches!(event, TransportEvent::PeerJoined(_)).then_some(()));
+
+    proxy.cut_client_sides();
+    let new_id = wait_for(&bob, Duration::from_secs(10), |event| match event {
+        TransportEvent::Joined { id, rejoined: true, .. } => Some(id),
+        TransportEvent::Failed(error) => panic!("Bob could not rejoin: {error}"),
+        _ => None,
+    });
+    assert_ne!(new_id, old_id);
+    wait_for(&ada, SECONDS_5, |event| match event {
+        TransportEvent::PeerLeft(id) => {
+            assert_eq!(id, old_id, "Bob's old connection gave way");
+            Some(())
+        }
+        _ => None,
+    });
+}

@@ -186,7 +186,17 @@ async fn run(args: &Args, relay_bin: &Path, dir: &Path) -> anyhow::Result<Vec<Ph
     let clients = args.rooms * (args.senders + args.receivers);
     let connections = (clients + 16).to_string();
     let per_room = (args.senders + args.receivers).max(64).to_string();
-    let relay_args = ["--max-connections", connections.as_str(), "--max-participants", per_room.as_str()];
+    // Every client comes from this one machine: no per-source limits.
+    let relay_args = [
+        "--max-connections",
+        connections.as_str(),
+        "--max-participants",
+        per_room.as_str(),
+        "--max-connections-per-source",
+        "0",
+        "--max-handshakes-per-source",
+        "0",
+    ];
     let start_relay = |extra: &[&str]| {
         let args: Vec<&str> = relay_args.iter().chain(extra).copied().collect();
         RelayProcess::start(relay_bin, &args).with_context(|| {

@@ -86,15 +86,14 @@ fn main() -> anyhow::Result<()> {
     };
     let clients = args.rooms * args.per_room;
     let connections = (clients.max(args.idle_connections) + 16).to_string();
-    // Generous per-connection limits: this measures fan-out, not the rate limiter.
-    let relay =
-        RelayProcess::start(&relay_bin, &["--max-connections", &connections, "--max-participants", "64"])
-            .with_context(|| {
-                format!(
-                    "start {} (build it with cargo build --release -p chinwag-relay)",
-                    relay_bin.display()
-                )
-            })?;
+    // Generous limits: this measures fan-out, not the rate limiter, and every client comes
+    // from this one machine.
+    let unlimited_sources = ["--max-connections-per-source", "0", "--max-handshakes-per-source", "0"];
+    let relay_args =
+        [&["--max-connections", &connections, "--max-participants", "64"][..], &unlimited_sources].concat();
+    let relay = RelayProcess::start(&relay_bin, &relay_args).with_context(|| {
+        format!("start {} (build it with cargo build --release -p chinwag-relay)", relay_bin.display())
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         println!(
