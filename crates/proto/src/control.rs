@@ -1,5 +1,7 @@
 //! JSON control messages, carried in WebSocket text frames and tagged by `"type"`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{PROTOCOL_VERSION, ParticipantId, ProtoError};
@@ -112,6 +114,10 @@ pub struct ErrorMessage {
     pub code: ErrorCode,
     /// A sentence a person can act on.
     pub message: String,
+    /// With `rate_limited`: whole seconds until an attempt may succeed. Absent from older
+    /// relays and from other errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 /// Why the relay refused or closed a connection.
@@ -190,7 +196,13 @@ impl ServerMessage {
 
     /// An `error` message with `code` and a human-readable `message`.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error(ErrorMessage { code, message: message.into() })
+        ServerMessage::Error(ErrorMessage { code, message: message.into(), retry_after_s: None })
+    }
+
+    /// An `error` message that also says how long to wait before trying again.
+    pub fn error_retry_after(code: ErrorCode, message: impl Into<String>, retry_after: Duration) -> Self {
+        let retry_after_s = Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
+        ServerMessage::Error(ErrorMessage { code, message: message.into(), retry_after_s })
     }
 }
 

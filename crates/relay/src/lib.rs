@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod guard;
 mod http;
 pub mod limiter;
 mod metered;

@@ -385,3 +385,78 @@ async fn web_pages_from_elsewhere_cannot_join_a_call() {
     allowed.join_here("lobby", "Web app", None).await.expect("an allowed origin may join");
     assert!(TestClient::connect_with_origin(&relay.url, "https://evil.example").await.is_err());
 }
+
+/// Tries `password` for `room` from `client`; the relay's answer: welcome (`Ok`) or an error.
+async fn try_password(
+    mut client: TestClient,
+    room: &str,
+    password: &str,
+) -> Result<TestClient, chinwag_proto::ErrorMessage> {
+    let join = Join { password: Some(password.into()), ..join(room, "Guesser", None) };
+    client.send(&ClientMessage::Join(join)).await.unwrap();
+    match client.next_control(5 * SECOND).await {
+        Ok(ServerMessage::Welcome(_)) => Ok(client),
+        Ok(ServerMessage::Error(error)) => Err(error),
+        other => panic!("expected welcome or an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_from_one_machine_is_slowed_and_told_when_to_try_again() {
+    let relay = relay(&[]);
+    let (_owner, _) = TestClient::join(&relay.url, "locked", "Owner", Some("correct horse")).await.unwrap();
+    let mut limited = None;
+    for guess in 0..25 {
+        let client = TestClient::connect(&relay.url, None).await.unwrap();
+        match try_password(client, "locked", &format!("guess {guess}")).await {
+            Err(error) if error.code == ErrorCode::WrongPassword => {}
+            Err(error) if error.code == ErrorCode::RateLimited => {
+                limited = Some((guess, error));
+                break;
+            }
+            other => panic!("guess {guess}: {:?}", other.err()),
+        }
+    }
+    let (guesses, error) = limited.expect("25 guesses in a row were all answered");
+    eprintln!("rate limited after {guesses} wrong passwords: {error:?}");
+    assert!(guesses >= 5, "the first few mistakes cost nothing: limited after {guesses}");
+    assert!(error.message.contains("wrong passwords") && error.message.contains("try again in"), "{error:?}");
+    assert!(error.retry_after_s.is_some_and(|seconds| seconds >= 1), "{error:?}");
+
+    #[cfg(target_os = "linux")]
+    {
+        let honest = TestClient::connect_from(&relay.url, machine(2)).await.unwrap();
+        let joined = try_password(honest, "locked", "correct horse").await;
+        assert!(joined.is_ok(), "another machine is not slowed: {:?}", joined.err());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_at_one_room_from_many_machines_is_slowed() {
+    let relay = relay(&[]);
+    let (_owner, _) = TestClient::join(&relay.url, "locked", "Owner", Some("correct horse")).await.unwrap();
+    // Each machine makes only the guesses that cost it nothing.
+    let mut limited = None;
+    'machines: for n in 2..=60 {
+        for guess in 0..5 {
+            let client = TestClient::connect_from(&relay.url, machine(n)).await.unwrap();
+            match try_password(client, "locked", &format!("guess {n}.{guess}")).await {
+                Err(error) if error.code == ErrorCode::WrongPassword => {}
+                Err(error) if error.code == ErrorCode::RateLimited => {
+                    limited = Some((n, error));
+                    break 'machines;
+                }
+                other => panic!("machine {n}, guess {guess}: {:?}", other.err()),
+            }
+        }
+    }
+    let (machine_n, error) = limited.expect("295 guesses at one room were all answered");
+    eprintln!("rate limited at machine {machine_n}: {error:?}");
+    assert!(error.message.contains("for room \"locked\""), "{error:?}");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert!(
+        metric(&metrics, "chinwag_errors_sent_total{code=\"wrong_password\"}").unwrap() >= 30,
+        "{metrics}"
+    );
+}
