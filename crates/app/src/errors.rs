@@ -91,6 +91,7 @@ fn describe_refusal(code: ErrorCode, message: &str) -> Problem {
         ),
         // The relay's sentence says what was too much and when to try again.
         ErrorCode::RateLimited => Problem::new("Too many attempts", capitalise(message)),
+        ErrorCode::Unauthorized => Problem::new("Not invited", capitalise(message)),
         ErrorCode::Replaced => Problem::new(
             "Joined again elsewhere",
             "This call went on on a newer connection of yours, which took this one's place.",

@@ -47,6 +47,7 @@ use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
 use crate::socket::Unsent;
 use crate::sources::{Source, SourceLimits, SourceRefusal, Sources};
+use crate::token::TokenError;
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
@@ -1126,6 +1127,16 @@ where
         refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
         return None;
     }
+    if hub.config.require_token
+        && let Err(problem) = check_token(hub, join.token.as_deref(), &join.room, &join.name)
+    {
+        let message = match problem {
+            None => "this relay admits only joins with a token; ask whoever runs it for one".to_owned(),
+            Some(error) => format!("the join token was refused: {error}; ask for a new one"),
+        };
+        refuse(&mut ws, hub, ErrorCode::Unauthorized, message).await;
+        return None;
+    }
     // Refused before the password is looked at, so that no answer tells a guess right.
     let attempt = lock(&hub.passwords).handle_attempt(Instant::now(), source, &join.room);
     if let Err(locked) = attempt {
@@ -1156,6 +1167,13 @@ where
             None
         }
     }
+}
+
+/// Whether `token` admits `name` into `room`: `Err(None)` when there is no token.
+fn check_token(hub: &Hub, token: Option<&str>, room: &str, name: &str) -> Result<(), Option<TokenError>> {
+    let key = hub.config.token_key.as_ref().ok_or(None)?;
+    let grant = key.verify(token.ok_or(None)?, SystemTime::now())?;
+    Ok(grant.admits(room, name)?)
 }
 
 /// `d` as a person would say it, rounded up: "42 s", "15 min".

@@ -20,7 +20,14 @@ fn relay(args: &[&str]) -> RelayProcess {
 }
 
 fn join(room: &str, name: &str, resume: Option<&str>) -> Join {
-    Join { version: 1, room: room.into(), name: name.into(), password: None, resume: resume.map(Into::into) }
+    Join {
+        version: 1,
+        room: room.into(),
+        name: name.into(),
+        password: None,
+        resume: resume.map(Into::into),
+        token: None,
+    }
 }
 
 /// Reads until `n` audio frames from `speaker` have arrived; `Err` says what happened instead.
@@ -459,4 +466,69 @@ async fn password_guessing_at_one_room_from_many_machines_is_slowed() {
         metric(&metrics, "chinwag_errors_sent_total{code=\"wrong_password\"}").unwrap() >= 30,
         "{metrics}"
     );
+}
+
+/// Runs `chinwag-relay token ARGS`; its output, or its error.
+fn mint<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<String, String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag-relay"))
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    if output.status.success() { Ok(text(&output.stdout)) } else { Err(text(&output.stderr)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_required_only_token_holders_join_and_nobody_squats_a_room() {
+    let dir = std::env::temp_dir().join(format!("chinwag-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "7f".repeat(32)).unwrap();
+    let secret = secret.to_str().unwrap();
+    let with = |args: &[&'static str]| -> Vec<String> {
+        args.iter().copied().chain(["--token-secret-file", secret]).map(str::to_owned).collect()
+    };
+    let ada_token = mint(&with(&["--room", "standup", "--name", "Ada", "--ttl", "1h"])).unwrap();
+    let room_token = mint(&with(&["--room", "standup"])).unwrap();
+    let short_token = mint(&with(&["--room", "standup", "--ttl", "1s"])).unwrap();
+    let error = mint(&["--room", "standup"]).unwrap_err();
+    assert!(error.contains("--token-secret-file"), "{error}");
+    let error = mint(&with(&["--room", "standup", "--ttl", "soon"])).unwrap_err();
+    assert!(error.contains("--ttl must look like"), "{error}");
+
+    let relay = relay(&["--require-token", "--token-secret-file", secret]);
+    let joining = |room: &str, name: &str, token: Option<&str>| Join {
+        token: token.map(Into::into),
+        ..join(room, name, None)
+    };
+    let refused = |join: Join| async {
+        let mut client = TestClient::connect(&relay.url, None).await.unwrap();
+        client.send(&ClientMessage::Join(join)).await.unwrap();
+        let (error, _) = client.expect_refusal(5 * SECOND).await.unwrap();
+        assert_eq!(error.code, ErrorCode::Unauthorized, "{error:?}");
+        error.message
+    };
+    let message = refused(joining("standup", "Squatter", None)).await;
+    assert!(message.contains("only joins with a token"), "an empty room cannot be squatted: {message}");
+    let message = refused(joining("standup", "Eve", Some(&ada_token))).await;
+    assert!(message.contains("for the name \"Ada\""), "{message}");
+    let message = refused(joining("elsewhere", "Ada", Some(&ada_token))).await;
+    assert!(message.contains("for room \"standup\""), "{message}");
+    // The grant of one token under the signature of another.
+    let (room_grant, _) = room_token.rsplit_once('.').unwrap();
+    let (_, ada_signature) = ada_token.rsplit_once('.').unwrap();
+    let forged = format!("{room_grant}.{ada_signature}");
+    let message = refused(joining("standup", "Mallory", Some(&forged))).await;
+    assert!(message.contains("not signed by this relay"), "{message}");
+
+    let mut ada = TestClient::connect(&relay.url, None).await.unwrap();
+    ada.join_with(joining("standup", "Ada", Some(&ada_token))).await.expect("Ada's token admits her");
+    let mut bob = TestClient::connect(&relay.url, None).await.unwrap();
+    bob.join_with(joining("standup", "Bob", Some(&room_token))).await.expect("a room token admits any name");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let message = refused(joining("standup", "Late", Some(&short_token))).await;
+    assert!(message.contains("expired"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
