@@ -263,6 +263,7 @@ impl TestClient {
             name: name.into(),
             password: password.map(Into::into),
             resume: None,
+            token: None,
         })
         .await
     }

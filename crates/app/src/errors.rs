@@ -89,6 +89,9 @@ fn describe_refusal(code: ErrorCode, message: &str) -> Problem {
             "The relay cannot reach its cluster",
             "It cannot check this room right now. Try again in a moment.",
         ),
+        // The relay's sentence says what was too much and when to try again.
+        ErrorCode::RateLimited => Problem::new("Too many attempts", capitalise(message)),
+        ErrorCode::Unauthorized => Problem::new("Not invited", capitalise(message)),
         ErrorCode::Replaced => Problem::new(
             "Joined again elsewhere",
             "This call went on on a newer connection of yours, which took this one's place.",
@@ -187,6 +190,17 @@ mod tests {
             let problem = describe_failure(&error);
             assert!(problem.headline.contains(words), "{problem:?} should say {words:?}");
         }
+    }
+
+    #[test]
+    fn a_guessing_limit_says_when_to_try_again() {
+        let message = "too many wrong passwords from your address; try again in 42 s";
+        let problem = describe_failure(&TransportError::Refused {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+        });
+        assert_eq!(problem.headline, "Too many attempts");
+        assert_eq!(problem.detail, "Too many wrong passwords from your address; try again in 42 s");
     }
 
     #[test]

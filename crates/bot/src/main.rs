@@ -29,6 +29,9 @@ struct Args {
     name: String,
     #[arg(long)]
     password: Option<String>,
+    /// A join token (from `chinwag-relay token`), for relays that require one.
+    #[arg(long)]
+    token: Option<String>,
     /// Extra CA certificates (PEM) to trust for wss://.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -123,6 +126,7 @@ fn input_spec(args: &Args) -> anyhow::Result<InputSpec> {
 fn run(args: Args) -> anyhow::Result<()> {
     let mut transport = TransportConfig::new(&args.server, &args.room, &args.name);
     transport.password = args.password.clone();
+    transport.token = args.token.clone();
     transport.ca_file = args.ca_file.clone();
     let mut config = CallConfig::new(transport);
     config.input = input_spec(&args)?;

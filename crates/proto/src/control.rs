@@ -1,5 +1,7 @@
 //! JSON control messages, carried in WebSocket text frames and tagged by `"type"`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{PROTOCOL_VERSION, ParticipantId, ProtoError};
@@ -38,6 +40,10 @@ pub struct Join {
     /// only looks alive never keeps the client out of its own place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// A join token from whoever runs the relay (`chinwag-relay token`), for relays that admit
+    /// only token holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// The `state` message: a client's own mute and camera state.
@@ -112,6 +118,10 @@ pub struct ErrorMessage {
     pub code: ErrorCode,
     /// A sentence a person can act on.
     pub message: String,
+    /// With `rate_limited`: whole seconds until an attempt may succeed. Absent from older
+    /// relays and from other errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 /// Why the relay refused or closed a connection.
@@ -145,6 +155,9 @@ pub enum ErrorCode {
     /// The same participant joined again on another connection (with this one's `resume`
     /// secret), which takes this one's place.
     Replaced,
+    /// The relay admits only joins with a valid token for the room (and name), and this one
+    /// brought none, or one that is expired, forged, or for another room or name.
+    Unauthorized,
     /// A code this build does not know, from a newer relay.
     #[serde(other)]
     Unknown,
@@ -166,6 +179,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -190,7 +204,13 @@ impl ServerMessage {
 
     /// An `error` message with `code` and a human-readable `message`.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error(ErrorMessage { code, message: message.into() })
+        ServerMessage::Error(ErrorMessage { code, message: message.into(), retry_after_s: None })
+    }
+
+    /// An `error` message that also says how long to wait before trying again.
+    pub fn error_retry_after(code: ErrorCode, message: impl Into<String>, retry_after: Duration) -> Self {
+        let retry_after_s = Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
+        ServerMessage::Error(ErrorMessage { code, message: message.into(), retry_after_s })
     }
 }
 
@@ -245,6 +265,7 @@ mod tests {
                 name: "Ada".into(),
                 password: None,
                 resume: None,
+                token: None,
             })
         );
     }
@@ -348,7 +369,7 @@ mod tests {
 
         #[test]
         fn join_round_trips(room in "\\PC{1,20}", name in "\\PC{1,20}", password in proptest::option::of("\\PC{0,20}")) {
-            let message = ClientMessage::Join(Join { version: 1, room, name, password, resume: None });
+            let message = ClientMessage::Join(Join { version: 1, room, name, password, resume: None, token: None });
             prop_assert_eq!(parse_client_message(&message.to_json()).unwrap(), message);
         }
     }

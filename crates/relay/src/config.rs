@@ -5,9 +5,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chinwag_proto::{DEFAULT_PORT, MAX_NAME_CHARS};
+
+use crate::token::{MIN_SECRET_BYTES, TokenKey};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -57,6 +60,22 @@ pub struct Args {
     /// [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
+
+    /// A file holding the secret that signs join tokens: at least 32 bytes, for example from
+    /// `openssl rand -hex 32`. Tokens are minted with `chinwag-relay token`.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+
+    /// Admit only joins that bring a valid token for their room (and name, if the token
+    /// names one): nobody can then take an empty room, or join one, without a token from
+    /// whoever runs the relay. Needs --token-secret-file.
+    #[arg(long)]
+    #[serde(default)]
+    pub require_token: bool,
+
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
 
     /// A web page origin (`https://call.example.com`) whose scripts may connect, besides the
     /// relay's own; repeat for more, `*` for any. Browsers say where a page came from and
@@ -142,6 +161,26 @@ pub struct Args {
     pub cluster_ca_file: Option<PathBuf>,
 }
 
+/// What `chinwag-relay` can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Prints a join token for a room (and optionally a name), signed with the relay's token
+    /// secret, for a relay that runs with --require-token.
+    Token {
+        #[arg(long)]
+        room: String,
+        /// The only name the token admits; without it, any name.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token admits joins: 90s, 30m, 1h, 7d.
+        #[arg(long, value_name = "TTL", default_value = "1h")]
+        ttl: String,
+        /// The secret file, if not given to the relay's flags or config file.
+        #[arg(long, value_name = "FILE")]
+        token_secret_file: Option<PathBuf>,
+    },
+}
+
 /// The relay's settings, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -154,6 +193,10 @@ pub struct Config {
     /// `None` is no limit.
     pub max_handshakes_per_source: Option<usize>,
     pub max_message_bytes: usize,
+    /// The key that checks join tokens, from `--token-secret-file`.
+    pub token_key: Option<Arc<TokenKey>>,
+    /// Whether every join needs a token.
+    pub require_token: bool,
     /// Web origins whose pages may connect besides the relay's own (lower case, no trailing
     /// `/`); `*` is any.
     pub allow_origins: Vec<String>,
@@ -217,6 +260,8 @@ impl Default for Config {
             max_connections_per_source: Some(50),
             max_handshakes_per_source: Some(16),
             max_message_bytes: 1 << 20,
+            token_key: None,
+            require_token: false,
             allow_origins: Vec::new(),
             max_audio_frame_bytes: 4 << 10,
             max_video_frame_bytes: 1 << 20,
@@ -263,6 +308,9 @@ impl Args {
             max_connections_per_source: self.max_connections_per_source.or(other.max_connections_per_source),
             max_handshakes_per_source: self.max_handshakes_per_source.or(other.max_handshakes_per_source),
             max_message_bytes: self.max_message_bytes.or(other.max_message_bytes),
+            token_secret_file: self.token_secret_file.or(other.token_secret_file),
+            require_token: self.require_token || other.require_token,
+            command: self.command,
             allow_origin: if self.allow_origin.is_empty() { other.allow_origin } else { self.allow_origin },
             max_audio_frame_bytes: self.max_audio_frame_bytes.or(other.max_audio_frame_bytes),
             max_video_frame_bytes: self.max_video_frame_bytes.or(other.max_video_frame_bytes),
@@ -314,6 +362,8 @@ impl Args {
                 None => defaults.max_handshakes_per_source,
             },
             max_message_bytes,
+            token_key: self.token_secret_file.as_deref().map(read_token_key).transpose()?.map(Arc::new),
+            require_token: self.require_token,
             allow_origins: self.allow_origin.into_iter().map(origin).collect::<Result<_, _>>()?,
             max_audio_frame_bytes: at_least(
                 "max-audio-frame-bytes",
@@ -395,11 +445,27 @@ impl Args {
         if config.max_audio_frame_bytes > config.receiver_audio_bytes {
             return Err(invalid("max-audio-frame-bytes", "must be at most --receiver-audio-bytes"));
         }
+        if config.require_token && config.token_key.is_none() {
+            return Err(invalid("require-token", "needs --token-secret-file"));
+        }
         if config.ping_interval >= config.idle_timeout {
             return Err(invalid("ping-interval", "must be shorter than --idle-timeout"));
         }
         Ok(config)
     }
+}
+
+/// The token key from the secret in `path`, white space around it left out.
+pub fn read_token_key(path: &Path) -> Result<TokenKey, ConfigError> {
+    let secret =
+        std::fs::read(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    TokenKey::new(secret.trim_ascii()).map_err(|_| {
+        let reason = format!(
+            "{} must hold at least {MIN_SECRET_BYTES} bytes; make one with `openssl rand -hex 32`",
+            path.display()
+        );
+        invalid("token-secret-file", reason)
+    })
 }
 
 /// Accepts `*`, `null` or `http[s]://HOST[:PORT]`, as browsers write origins, in lower case.
@@ -572,6 +638,26 @@ mod tests {
         let file: Args = toml::from_str("allow-origin = [\"https://a.example\"]").unwrap();
         assert_eq!(file.into_config().unwrap().allow_origins, ["https://a.example"]);
         assert!(Args::parse_from(["chinwag-relay"]).into_config().unwrap().allow_origins.is_empty());
+    }
+
+    #[test]
+    fn requiring_tokens_needs_a_secret_of_some_length() {
+        let error = Args::parse_from(["chinwag-relay", "--require-token"]).into_config().unwrap_err();
+        assert_eq!(error.to_string(), "--require-token needs --token-secret-file");
+        let dir = std::env::temp_dir().join(format!("chinwag-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (short, good) = (dir.join("short"), dir.join("good"));
+        std::fs::write(&short, "tooshort\n").unwrap();
+        std::fs::write(&good, format!("{}\n", "ab".repeat(32))).unwrap();
+        let args = ["chinwag-relay", "--require-token", "--token-secret-file", short.to_str().unwrap()];
+        let error = Args::parse_from(args).into_config().unwrap_err();
+        assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+        let args = ["chinwag-relay", "--require-token", "--token-secret-file", good.to_str().unwrap()];
+        let config = Args::parse_from(args).into_config().unwrap();
+        assert!(config.require_token && config.token_key.is_some());
+        let args = ["chinwag-relay", "token", "--room", "r", "--ttl", "2h"];
+        assert!(matches!(Args::parse_from(args).command, Some(Command::Token { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //!
 //! The logic lives in sans-IO cores that take `now` and return decisions: [`rooms::Rooms`]
 //! (join, leave, state), [`chinwag_queue::MediaQueue`] (one receiver's bounded, prioritised
-//! send queue, the same queue every sender of media uses) and [`limiter::RateLimiter`]. [`server`] is the thin tokio shell around them; its main type
-//! is [`Relay`].
+//! send queue, the same queue every sender of media uses), [`limiter::RateLimiter`] and
+//! [`limiter::FrameMeter`] (every frame a client sends, counted), [`sources::Sources`]
+//! (connections per source address), [`guard::PasswordGuard`] (password guessing) and
+//! [`token`] (signed join tokens). [`server`] is the thin tokio shell around them; its main
+//! type is [`Relay`].
 
 pub mod cluster;
 pub mod config;
+pub mod guard;
 mod http;
 mod layers;
 pub mod limiter;
@@ -26,6 +30,7 @@ pub mod rooms;
 pub mod server;
 mod socket;
 pub mod sources;
+pub mod token;
 
 pub use config::{Config, ConfigError};
 pub use server::{Relay, RelayError};

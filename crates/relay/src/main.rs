@@ -1,10 +1,12 @@
-//! `chinwag-relay`: parse the flags, bind, say where, serve until SIGINT or SIGTERM.
+//! `chinwag-relay`: parse the flags, bind, say where, serve until SIGINT or SIGTERM; or, with
+//! `token`, print a join token.
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use chinwag_relay::Relay;
-use chinwag_relay::config::Args;
+use chinwag_relay::config::{Args, Command, read_token_key};
+use chinwag_relay::token::{Grant, parse_ttl};
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
@@ -15,7 +17,23 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Args::parse().with_config_file()?.into_config()?;
+    let args = Args::parse().with_config_file()?;
+    if let Some(Command::Token { room, name, ttl, token_secret_file }) = &args.command {
+        let secret_file = token_secret_file.as_ref().or(args.token_secret_file.as_ref()).context(
+            "name the token secret with --token-secret-file FILE (the same file the relay is given)",
+        )?;
+        let key = read_token_key(secret_file)?;
+        chinwag_proto::validate_room(room, chinwag_proto::MAX_ROOM_CHARS).context("invalid --room")?;
+        if let Some(name) = name {
+            chinwag_proto::validate_name(name, chinwag_proto::MAX_NAME_CHARS).context("invalid --name")?;
+        }
+        let ttl = parse_ttl(ttl)
+            .with_context(|| format!("--ttl must look like 90s, 30m, 1h or 7d, not \"{ttl}\""))?;
+        let grant = Grant::new(room, name.as_deref(), std::time::SystemTime::now(), ttl);
+        println!("{}", key.mint(&grant));
+        return Ok(());
+    }
+    let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("relay")

@@ -102,7 +102,7 @@ pub(crate) fn by_kind(values: &[AtomicU64; 2]) -> Vec<(String, u64)> {
 }
 
 /// The error codes the relay sends, in the order they are reported.
-const SENT_CODES: [ErrorCode; 12] = [
+const SENT_CODES: [ErrorCode; 13] = [
     ErrorCode::BadRequest,
     ErrorCode::UnsupportedVersion,
     ErrorCode::WrongPassword,
@@ -115,6 +115,7 @@ const SENT_CODES: [ErrorCode; 12] = [
     ErrorCode::ShuttingDown,
     ErrorCode::Unavailable,
     ErrorCode::Replaced,
+    ErrorCode::Unauthorized,
 ];
 
 #[derive(Debug, Default)]

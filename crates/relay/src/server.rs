@@ -38,6 +38,7 @@ use crate::cluster::record::RoomRecord;
 use crate::cluster::roster::{Change, Presence, Roster};
 use crate::cluster::{ClusterError, ClusterLink, RoomSubjects};
 use crate::config::{Config, TlsFiles};
+use crate::guard::{Locked, PasswordGuard};
 use crate::http::{self, Prefixed, Route};
 use crate::layers::{LAYER_FRAME_TIME, Layers};
 use crate::limiter::{FrameMeter, RateLimiter};
@@ -47,6 +48,7 @@ use crate::pacer::VideoPacer;
 use crate::rooms::{JoinRefusal, Rooms};
 use crate::socket::Unsent;
 use crate::sources::{Source, SourceLimits, SourceRefusal, Sources};
+use crate::token::TokenError;
 use chinwag_queue::{AudioPolicy, MediaQueue, Next, Pushed, QueueLimits, Queued};
 
 /// How many queued items the writer takes per lock of its queue.
@@ -278,6 +280,8 @@ pub(crate) struct Hub {
     metrics: Metrics,
     /// Connections by source, for the per-source limits.
     sources: Mutex<Sources>,
+    /// Wrong passwords by source and by room.
+    passwords: Mutex<PasswordGuard>,
     state: Mutex<HubState>,
     pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
@@ -393,6 +397,7 @@ impl Hub {
                 connections: config.max_connections_per_source,
                 handshakes: config.max_handshakes_per_source,
             })),
+            passwords: Mutex::new(PasswordGuard::default()),
             config,
             epoch: Instant::now(),
             epoch_us,
@@ -929,7 +934,7 @@ async fn serve<S>(
     let joined = tokio::select! {
         joined = async {
             let ws = tokio::time::timeout_at(deadline, handshake).await.ok()??;
-            wait_for_join(ws, &hub, deadline).await
+            wait_for_join(ws, &hub, deadline, ticket.source).await
         } => match joined {
             Some(joined) => joined,
             None => return,
@@ -1036,6 +1041,7 @@ async fn wait_for_join<S>(
     mut ws: WebSocketStream<S>,
     hub: &Hub,
     deadline: tokio::time::Instant,
+    source: Source,
 ) -> Option<JoinedConnection<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -1104,16 +1110,59 @@ where
         refuse(&mut ws, hub, ErrorCode::BadRequest, message).await;
         return None;
     }
+    if hub.config.require_token
+        && let Err(problem) = check_token(hub, join.token.as_deref(), &join.room, &join.name)
+    {
+        let message = match problem {
+            None => "this relay admits only joins with a token; ask whoever runs it for one".to_owned(),
+            Some(error) => format!("the join token was refused: {error}; ask for a new one"),
+        };
+        refuse(&mut ws, hub, ErrorCode::Unauthorized, message).await;
+        return None;
+    }
+    // Refused before the password is looked at, so that no answer tells a guess right.
+    let attempt = lock(&hub.passwords).handle_attempt(Instant::now(), source, &join.room);
+    if let Err(locked) = attempt {
+        let wait = human_duration(locked.retry_after());
+        let message = match locked {
+            Locked::Source { .. } => {
+                format!("too many wrong passwords from your address; try again in {wait}")
+            }
+            Locked::Room { .. } => {
+                format!("too many wrong passwords for room \"{}\" lately; try again in {wait}", join.room)
+            }
+        };
+        debug!(%source, room = %join.room, ?locked, "a join waits for its password to be tried");
+        let error = ServerMessage::error_retry_after(ErrorCode::RateLimited, message, locked.retry_after());
+        send_refusal(&mut ws, hub, ErrorCode::RateLimited, error).await;
+        return None;
+    }
     match hub.join(&join.room, &join.name, join.password.as_deref(), join.resume.as_deref()).await {
         Ok((link, fanout)) => {
             info!(room = %join.room, id = %link.id, name = %join.name, "joined");
             Some(JoinedConnection { ws, link, fanout })
         }
         Err(closing) => {
+            if closing.code == ErrorCode::WrongPassword {
+                lock(&hub.passwords).handle_wrong_password(Instant::now(), source, &join.room);
+            }
             refuse(&mut ws, hub, closing.code, closing.message).await;
             None
         }
     }
+}
+
+/// Whether `token` admits `name` into `room`: `Err(None)` when there is no token.
+fn check_token(hub: &Hub, token: Option<&str>, room: &str, name: &str) -> Result<(), Option<TokenError>> {
+    let key = hub.config.token_key.as_ref().ok_or(None)?;
+    let grant = key.verify(token.ok_or(None)?, SystemTime::now())?;
+    Ok(grant.admits(room, name)?)
+}
+
+/// `d` as a person would say it, rounded up: "42 s", "15 min".
+fn human_duration(d: Duration) -> String {
+    let seconds = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    if seconds < 120 { format!("{seconds} s") } else { format!("{} min", seconds.div_ceil(60)) }
 }
 
 fn rate_limited_message(hub: &Hub) -> String {
@@ -1144,9 +1193,19 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     code: ErrorCode,
     message: String,
 ) {
+    send_refusal(ws, hub, code, ServerMessage::error(code, message)).await;
+}
+
+/// Sends `error` (an error message with `code`) and a close frame.
+async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    hub: &Hub,
+    code: ErrorCode,
+    error: ServerMessage,
+) {
     hub.metrics.error_sent(code);
     let goodbye = async {
-        ws.feed(Message::text(ServerMessage::error(code, message).to_json())).await?;
+        ws.feed(Message::text(error.to_json())).await?;
         ws.feed(Message::Close(Some(close_frame(code)))).await?;
         ws.flush().await
     };

@@ -271,6 +271,7 @@ async fn refused(url: &str, room: &str, name: &str, password: Option<&str>) -> (
             name: name.into(),
             password: password.map(Into::into),
             resume: None,
+            token: None,
         }))
         .await
         .unwrap();

@@ -127,6 +127,7 @@ async fn refusals_carry_their_codes_and_a_sentence() {
             name: "Eve".into(),
             password: Some("guess".into()),
             resume: None,
+            token: None,
         }))
         .await
         .unwrap();

@@ -20,7 +20,14 @@ fn relay(args: &[&str]) -> RelayProcess {
 }
 
 fn join(room: &str, name: &str, resume: Option<&str>) -> Join {
-    Join { version: 1, room: room.into(), name: name.into(), password: None, resume: resume.map(Into::into) }
+    Join {
+        version: 1,
+        room: room.into(),
+        name: name.into(),
+        password: None,
+        resume: resume.map(Into::into),
+        token: None,
+    }
 }
 
 /// Reads until `n` audio frames from `speaker` have arrived; `Err` says what happened instead.
@@ -384,4 +391,144 @@ async fn web_pages_from_elsewhere_cannot_join_a_call() {
     let mut allowed = TestClient::connect_with_origin(&relay.url, "https://call.example.com").await.unwrap();
     allowed.join_here("lobby", "Web app", None).await.expect("an allowed origin may join");
     assert!(TestClient::connect_with_origin(&relay.url, "https://evil.example").await.is_err());
+}
+
+/// Tries `password` for `room` from `client`; the relay's answer: welcome (`Ok`) or an error.
+async fn try_password(
+    mut client: TestClient,
+    room: &str,
+    password: &str,
+) -> Result<TestClient, chinwag_proto::ErrorMessage> {
+    let join = Join { password: Some(password.into()), ..join(room, "Guesser", None) };
+    client.send(&ClientMessage::Join(join)).await.unwrap();
+    match client.next_control(5 * SECOND).await {
+        Ok(ServerMessage::Welcome(_)) => Ok(client),
+        Ok(ServerMessage::Error(error)) => Err(error),
+        other => panic!("expected welcome or an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_from_one_machine_is_slowed_and_told_when_to_try_again() {
+    let relay = relay(&[]);
+    let (_owner, _) = TestClient::join(&relay.url, "locked", "Owner", Some("correct horse")).await.unwrap();
+    let mut limited = None;
+    for guess in 0..25 {
+        let client = TestClient::connect(&relay.url, None).await.unwrap();
+        match try_password(client, "locked", &format!("guess {guess}")).await {
+            Err(error) if error.code == ErrorCode::WrongPassword => {}
+            Err(error) if error.code == ErrorCode::RateLimited => {
+                limited = Some((guess, error));
+                break;
+            }
+            other => panic!("guess {guess}: {:?}", other.err()),
+        }
+    }
+    let (guesses, error) = limited.expect("25 guesses in a row were all answered");
+    eprintln!("rate limited after {guesses} wrong passwords: {error:?}");
+    assert!(guesses >= 5, "the first few mistakes cost nothing: limited after {guesses}");
+    assert!(error.message.contains("wrong passwords") && error.message.contains("try again in"), "{error:?}");
+    assert!(error.retry_after_s.is_some_and(|seconds| seconds >= 1), "{error:?}");
+
+    #[cfg(target_os = "linux")]
+    {
+        let honest = TestClient::connect_from(&relay.url, machine(2)).await.unwrap();
+        let joined = try_password(honest, "locked", "correct horse").await;
+        assert!(joined.is_ok(), "another machine is not slowed: {:?}", joined.err());
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_at_one_room_from_many_machines_is_slowed() {
+    let relay = relay(&[]);
+    let (_owner, _) = TestClient::join(&relay.url, "locked", "Owner", Some("correct horse")).await.unwrap();
+    // Each machine makes only the guesses that cost it nothing.
+    let mut limited = None;
+    'machines: for n in 2..=60 {
+        for guess in 0..5 {
+            let client = TestClient::connect_from(&relay.url, machine(n)).await.unwrap();
+            match try_password(client, "locked", &format!("guess {n}.{guess}")).await {
+                Err(error) if error.code == ErrorCode::WrongPassword => {}
+                Err(error) if error.code == ErrorCode::RateLimited => {
+                    limited = Some((n, error));
+                    break 'machines;
+                }
+                other => panic!("machine {n}, guess {guess}: {:?}", other.err()),
+            }
+        }
+    }
+    let (machine_n, error) = limited.expect("295 guesses at one room were all answered");
+    eprintln!("rate limited at machine {machine_n}: {error:?}");
+    assert!(error.message.contains("for room \"locked\""), "{error:?}");
+    let (_, metrics) = http_get(relay.addr, "/metrics").await.unwrap();
+    assert!(
+        metric(&metrics, "chinwag_errors_sent_total{code=\"wrong_password\"}").unwrap() >= 30,
+        "{metrics}"
+    );
+}
+
+/// Runs `chinwag-relay token ARGS`; its output, or its error.
+fn mint<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<String, String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chinwag-relay"))
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    if output.status.success() { Ok(text(&output.stdout)) } else { Err(text(&output.stderr)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_required_only_token_holders_join_and_nobody_squats_a_room() {
+    let dir = std::env::temp_dir().join(format!("chinwag-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "7f".repeat(32)).unwrap();
+    let secret = secret.to_str().unwrap();
+    let with = |args: &[&'static str]| -> Vec<String> {
+        args.iter().copied().chain(["--token-secret-file", secret]).map(str::to_owned).collect()
+    };
+    let ada_token = mint(&with(&["--room", "standup", "--name", "Ada", "--ttl", "1h"])).unwrap();
+    let room_token = mint(&with(&["--room", "standup"])).unwrap();
+    let short_token = mint(&with(&["--room", "standup", "--ttl", "1s"])).unwrap();
+    let error = mint(&["--room", "standup"]).unwrap_err();
+    assert!(error.contains("--token-secret-file"), "{error}");
+    let error = mint(&with(&["--room", "standup", "--ttl", "soon"])).unwrap_err();
+    assert!(error.contains("--ttl must look like"), "{error}");
+
+    let relay = relay(&["--require-token", "--token-secret-file", secret]);
+    let joining = |room: &str, name: &str, token: Option<&str>| Join {
+        token: token.map(Into::into),
+        ..join(room, name, None)
+    };
+    let refused = |join: Join| async {
+        let mut client = TestClient::connect(&relay.url, None).await.unwrap();
+        client.send(&ClientMessage::Join(join)).await.unwrap();
+        let (error, _) = client.expect_refusal(5 * SECOND).await.unwrap();
+        assert_eq!(error.code, ErrorCode::Unauthorized, "{error:?}");
+        error.message
+    };
+    let message = refused(joining("standup", "Squatter", None)).await;
+    assert!(message.contains("only joins with a token"), "an empty room cannot be squatted: {message}");
+    let message = refused(joining("standup", "Eve", Some(&ada_token))).await;
+    assert!(message.contains("for the name \"Ada\""), "{message}");
+    let message = refused(joining("elsewhere", "Ada", Some(&ada_token))).await;
+    assert!(message.contains("for room \"standup\""), "{message}");
+    // The grant of one token under the signature of another.
+    let (room_grant, _) = room_token.rsplit_once('.').unwrap();
+    let (_, ada_signature) = ada_token.rsplit_once('.').unwrap();
+    let forged = format!("{room_grant}.{ada_signature}");
+    let message = refused(joining("standup", "Mallory", Some(&forged))).await;
+    assert!(message.contains("not signed by this relay"), "{message}");
+
+    let mut ada = TestClient::connect(&relay.url, None).await.unwrap();
+    ada.join_with(joining("standup", "Ada", Some(&ada_token))).await.expect("Ada's token admits her");
+    let mut bob = TestClient::connect(&relay.url, None).await.unwrap();
+    bob.join_with(joining("standup", "Bob", Some(&room_token))).await.expect("a room token admits any name");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let message = refused(joining("standup", "Late", Some(&short_token))).await;
+    assert!(message.contains("expired"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -49,6 +49,8 @@ pub struct TransportConfig {
     pub room: String,
     pub name: String,
     pub password: Option<String>,
+    /// A join token, for relays that admit only token holders.
+    pub token: Option<String>,
     /// A PEM file with extra CA certificates to trust for `wss://`, besides the system's.
     pub ca_file: Option<PathBuf>,
     pub ping_interval: Duration,
@@ -80,6 +82,7 @@ impl TransportConfig {
             room: room.into(),
             name: name.into(),
             password: None,
+            token: None,
             ca_file: None,
             // Four times a second: once a second would do for the clock, but rate control
             // needs to see a queue building within a fraction of a second.
@@ -520,6 +523,7 @@ async fn connect_and_join(
         name: config.name.clone(),
         password: config.password.clone(),
         resume,
+        token: config.token.clone(),
     });
     let lost = |reason: String| TransportError::Lost { url: url.to_owned(), reason };
     socket.send(Message::text(join.to_json())).await.map_err(|error| lost(error.to_string()))?;

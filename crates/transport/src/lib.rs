@@ -73,6 +73,7 @@ impl TransportError {
                 ErrorCode::WrongPassword
                     | ErrorCode::RoomFull
                     | ErrorCode::Replaced
+                    | ErrorCode::Unauthorized
                     | ErrorCode::UnsupportedVersion
                     | ErrorCode::BadRequest
             ),
