@@ -31,11 +31,9 @@ pub struct VideoLevel {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LowerLayer {
     pub layer: VideoLayer,
-    /// Its width and height are the source's divided by this.
-    pub size_divisor: u32,
-    /// At most this many frames a second (and no more than the source gives).
-    pub fps: f64,
-    pub quality: u8,
+    /// What its frames are sent at: at most `fps` a second (and no more than the source
+    /// gives), the source's width and height divided by `size_divisor`.
+    pub level: VideoLevel,
 }
 
 /// The lower layers, largest first. From a camera-like 640×480 picture: the middle one is
@@ -45,14 +43,14 @@ pub struct LowerLayer {
 /// the full frames of a clean link are then 640×480 at quality 60 rather than 75: a sender
 /// using 11 Mb/s filled a 40 ms WAN path's TCP and put its voice 20-40 ms later.
 pub const LOWER_LAYERS: [LowerLayer; 2] = [
-    LowerLayer { layer: VideoLayer::Middle, size_divisor: 2, fps: 30.0, quality: 60 },
-    LowerLayer { layer: VideoLayer::Small, size_divisor: 4, fps: 15.0, quality: 50 },
+    LowerLayer { layer: VideoLayer::Middle, level: VideoLevel { fps: 30.0, quality: 60, size_divisor: 2 } },
+    LowerLayer { layer: VideoLayer::Small, level: VideoLevel { fps: 15.0, quality: 50, size_divisor: 4 } },
 ];
 
 impl LowerLayer {
     /// Whether this layer goes beside full frames sent at `level`: while those are larger.
     pub fn goes_beside(&self, level: VideoLevel) -> bool {
-        level.size_divisor < self.size_divisor
+        level.size_divisor < self.level.size_divisor
     }
 }
 
@@ -237,11 +235,7 @@ impl VideoRate {
                 .iter()
                 .filter(|lower| lower.goes_beside(beside))
                 .map(|lower| {
-                    let level = VideoLevel {
-                        fps: lower.fps.min(self.source_fps),
-                        quality: lower.quality,
-                        size_divisor: lower.size_divisor,
-                    };
+                    let level = VideoLevel { fps: lower.level.fps.min(self.source_fps), ..lower.level };
                     frame_bytes(&level) * level.fps
                 })
                 .sum()
@@ -309,12 +303,8 @@ mod tests {
             sent.push(level);
             for (lower, due) in LOWER_LAYERS.iter().zip(&mut lower_due) {
                 if lower.goes_beside(level) && now + 5 * MS >= *due {
-                    *due = now + Duration::from_secs_f64(1.0 / lower.fps);
-                    send(VideoLevel {
-                        fps: lower.fps,
-                        quality: lower.quality,
-                        size_divisor: lower.size_divisor,
-                    });
+                    *due = now + Duration::from_secs_f64(1.0 / lower.level.fps);
+                    send(lower.level);
                 }
             }
         }
@@ -330,14 +320,7 @@ mod tests {
             let lower: f64 = LOWER_LAYERS
                 .iter()
                 .filter(|lower| lower.goes_beside(level))
-                .map(|lower| {
-                    let level = VideoLevel {
-                        fps: lower.fps,
-                        quality: lower.quality,
-                        size_divisor: lower.size_divisor,
-                    };
-                    camera_bytes(level) as f64 * lower.fps
-                })
+                .map(|lower| camera_bytes(lower.level) as f64 * lower.level.fps)
                 .sum();
             camera_bytes(level) as f64 * fps + lower
         };

@@ -249,13 +249,16 @@ pub(crate) fn run_send(
                 continue;
             }
             // A little early is on time, as for the full layer.
-            lower.next_at = Some(now + Duration::from_secs_f64(0.9 / lower.shape.fps));
+            lower.next_at = Some(now + Duration::from_secs_f64(0.9 / lower.shape.level.fps));
             if picture.is_none() {
                 // The camera's own JPEG went out: decode it for this.
                 picture = decoder.decode(&packet).ok().map(Arc::new);
             }
             let Some(picture) = &picture else { break };
-            let size = (source_width / lower.shape.size_divisor, source_height / lower.shape.size_divisor);
+            let size = (
+                source_width / lower.shape.level.size_divisor,
+                source_height / lower.shape.level.size_divisor,
+            );
             if let Some((level, pixels, bytes)) = lower.send(&shared, picture, size, ticks, capture_time) {
                 rate.handle_frame_sent(level, pixels, bytes);
                 shared.board.video_bytes_sent.fetch_add(bytes as u64, Relaxed);
@@ -278,7 +281,7 @@ impl LowerLayerSender {
         Self {
             shape,
             stamper: MediaStamper::new(MediaKind::Video),
-            encoder: JpegEncoder::new(shape.quality).expect("a lower layer's quality is valid"),
+            encoder: JpegEncoder::new(shape.level.quality).expect("a lower layer's quality is valid"),
             packet: Vec::new(),
             next_at: None,
         }
@@ -308,12 +311,7 @@ impl LowerLayerSender {
         if !shared.transport.send_media(&header, &self.packet) {
             return None;
         }
-        let level = VideoLevel {
-            fps: self.shape.fps,
-            quality: self.shape.quality,
-            size_divisor: self.shape.size_divisor,
-        };
-        Some((level, u64::from(scaled.width) * u64::from(scaled.height), self.packet.len()))
+        Some((self.shape.level, u64::from(scaled.width) * u64::from(scaled.height), self.packet.len()))
     }
 }
 
